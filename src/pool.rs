@@ -22,7 +22,14 @@ pub struct PoolOptions<'a> {
 
 impl Default for PoolOptions<'_> {
     fn default() -> Self {
-        PoolOptions { capacity: 64 << 20, mode: 0o600, prefault: false, huge_pages: false, dir: None, max_blocks: 65536 }
+        PoolOptions {
+            capacity: 64 << 20,
+            mode: 0o600,
+            prefault: false,
+            huge_pages: false,
+            dir: None,
+            max_blocks: 65536,
+        }
     }
 }
 

@@ -40,7 +40,13 @@ impl<S: Deref<Target = [AtomicU64]>> Table<S> {
     pub fn locate(&self, addr: usize) -> Result<(u32, u64)> {
         Err(Error::NotFound)
     }
-    pub fn insert_remote(&self, peer: u32, remote_base: u64, len: u64, local_base: usize) -> Result<()> {
+    pub fn insert_remote(
+        &self,
+        peer: u32,
+        remote_base: u64,
+        len: u64,
+        local_base: usize,
+    ) -> Result<()> {
         Err(Error::TableFull)
     }
     pub fn remove_remote(&self, peer: u32, remote_base: u64) -> Result<()> {

@@ -1,0 +1,45 @@
+//! With feature `gen-header`, generates the C header with cbindgen and checks
+//! it against the committed `include/mooncake_shm.h`: the build fails when the
+//! committed header is stale, unless `MCSHM_UPDATE_HEADER=1` asks to rewrite it
+//! (`scripts/gen-header.sh`). Without the feature this script does nothing, so
+//! a plain or C++-driven build never compiles cbindgen.
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    #[cfg(feature = "gen-header")]
+    header::check_or_update();
+}
+
+#[cfg(feature = "gen-header")]
+mod header {
+    use std::path::PathBuf;
+
+    pub fn check_or_update() {
+        let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+        for input in ["src", "cbindgen.toml"] {
+            println!("cargo:rerun-if-changed={}", root.join(input).display());
+        }
+        println!("cargo:rerun-if-env-changed=MCSHM_UPDATE_HEADER");
+        let config = cbindgen::Config::from_file(root.join("cbindgen.toml"))
+            .expect("cbindgen.toml is readable and valid");
+        let mut generated = Vec::new();
+        cbindgen::Builder::new()
+            .with_crate(&root)
+            .with_config(config)
+            .generate()
+            .expect("cbindgen can parse the crate")
+            .write(&mut generated);
+        let committed_path = root.join("include").join("mooncake_shm.h");
+        let committed = std::fs::read(&committed_path).unwrap_or_default();
+        if committed == generated {
+            return;
+        }
+        if std::env::var_os("MCSHM_UPDATE_HEADER").is_some_and(|v| v == "1") {
+            std::fs::write(&committed_path, &generated).expect("include/ is writable");
+        } else {
+            panic!(
+                "include/mooncake_shm.h is stale: run scripts/gen-header.sh and commit the result"
+            );
+        }
+    }
+}

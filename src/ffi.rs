@@ -1,0 +1,799 @@
+//! The C ABI (feature `capi`), declared in `include/mooncake_shm.h`.
+//!
+//! Shape, after rustls-ffi: opaque handles (`mcshm_pool`, `mcshm_table`)
+//! created and destroyed only here, `int32_t` result codes (`MCSHM_OK` = 0,
+//! one named code per [`Error`] variant), out-parameters for results, and no
+//! panic ever unwinds into C: every entry point runs inside [`guard`], which
+//! turns a panic into `MCSHM_ERR_PANIC`.
+//!
+//! Null or misaligned pointers get `MCSHM_ERR_NULL_ARGUMENT` /
+//! `MCSHM_ERR_INVALID_ARGUMENT`; a handle must be one this library returned
+//! and not yet destroyed (that cannot be checked without UB, as in C).
+#![allow(non_camel_case_types)]
+
+use crate::arena::ArenaStats;
+use crate::pool::{Pool, PoolOptions};
+use crate::sys::AnonMap;
+use crate::table::{Table, TableConfig};
+use crate::Error;
+use core::ffi::{c_char, c_void, CStr};
+use core::sync::atomic::AtomicU64;
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Success.
+pub const MCSHM_OK: i32 = 0;
+/// A required pointer argument was NULL.
+pub const MCSHM_ERR_NULL_ARGUMENT: i32 = 1;
+/// A zero-byte allocation was requested.
+pub const MCSHM_ERR_ZERO_SIZE: i32 = 2;
+/// The request is larger than the pool's capacity.
+pub const MCSHM_ERR_TOO_LARGE: i32 = 3;
+/// The alignment is not a power of two up to 4096.
+pub const MCSHM_ERR_BAD_ALIGNMENT: i32 = 4;
+/// No free block is large enough right now.
+pub const MCSHM_ERR_EXHAUSTED: i32 = 5;
+/// The offset was already freed.
+pub const MCSHM_ERR_DOUBLE_FREE: i32 = 6;
+/// The offset was never handed out by this pool.
+pub const MCSHM_ERR_INVALID_OFFSET: i32 = 7;
+/// The allocator's metadata storage is full (raise `max_blocks`).
+pub const MCSHM_ERR_METADATA_FULL: i32 = 8;
+/// An offset/length pair does not fit, or overflows.
+pub const MCSHM_ERR_OUT_OF_BOUNDS: i32 = 9;
+/// No such object, segment, peer or range.
+pub const MCSHM_ERR_NOT_FOUND: i32 = 10;
+/// The name, id or range is already in use.
+pub const MCSHM_ERR_ALREADY_EXISTS: i32 = 11;
+/// The translation table's storage is exhausted.
+pub const MCSHM_ERR_TABLE_FULL: i32 = 12;
+/// An argument is outside its documented domain.
+pub const MCSHM_ERR_INVALID_ARGUMENT: i32 = 13;
+/// The shared-memory name is empty, too long, or contains '/' or NUL.
+pub const MCSHM_ERR_INVALID_NAME: i32 = 14;
+/// The object is shorter than its header or the caller expects.
+pub const MCSHM_ERR_TRUNCATED: i32 = 15;
+/// The object is not a mooncake-shm pool.
+pub const MCSHM_ERR_BAD_MAGIC: i32 = 16;
+/// The pool was written with another layout version.
+pub const MCSHM_ERR_VERSION_MISMATCH: i32 = 17;
+/// The pool's creator has not finished initializing it.
+pub const MCSHM_ERR_NOT_READY: i32 = 18;
+/// Only the pool's owner may allocate or free.
+pub const MCSHM_ERR_NOT_OWNER: i32 = 19;
+/// A system call failed; `mcshm_last_os_error()` gives its errno.
+pub const MCSHM_ERR_OS: i32 = 20;
+/// An internal bug was caught at the boundary (please report it).
+pub const MCSHM_ERR_PANIC: i32 = 21;
+
+/// `mcshm_pool_options.flags` bit: fault every page in at creation.
+pub const MCSHM_POOL_PREFAULT: u32 = 1;
+/// `mcshm_pool_options.flags` bit: back the pool with huge pages (MAP_HUGETLB).
+pub const MCSHM_POOL_HUGE_PAGES: u32 = 2;
+
+thread_local! {
+    static LAST_OS_ERROR: Cell<i32> = const { Cell::new(0) };
+}
+
+/// The result code of an [`Error`]; remembers the errno of `Error::Os`.
+fn code_of(err: Error) -> i32 {
+    match err {
+        Error::ZeroSize => MCSHM_ERR_ZERO_SIZE,
+        Error::TooLarge => MCSHM_ERR_TOO_LARGE,
+        Error::BadAlignment => MCSHM_ERR_BAD_ALIGNMENT,
+        Error::Exhausted => MCSHM_ERR_EXHAUSTED,
+        Error::DoubleFree => MCSHM_ERR_DOUBLE_FREE,
+        Error::InvalidOffset => MCSHM_ERR_INVALID_OFFSET,
+        Error::MetadataFull => MCSHM_ERR_METADATA_FULL,
+        Error::OutOfBounds => MCSHM_ERR_OUT_OF_BOUNDS,
+        Error::NotFound => MCSHM_ERR_NOT_FOUND,
+        Error::AlreadyExists => MCSHM_ERR_ALREADY_EXISTS,
+        Error::TableFull => MCSHM_ERR_TABLE_FULL,
+        Error::InvalidArgument => MCSHM_ERR_INVALID_ARGUMENT,
+        Error::InvalidName => MCSHM_ERR_INVALID_NAME,
+        Error::Truncated => MCSHM_ERR_TRUNCATED,
+        Error::BadMagic => MCSHM_ERR_BAD_MAGIC,
+        Error::VersionMismatch => MCSHM_ERR_VERSION_MISMATCH,
+        Error::NotReady => MCSHM_ERR_NOT_READY,
+        Error::NotOwner => MCSHM_ERR_NOT_OWNER,
+        Error::Os(errno) => {
+            LAST_OS_ERROR.with(|e| e.set(errno));
+            MCSHM_ERR_OS
+        }
+    }
+}
+
+/// Why a call failed before reaching the library: a bad pointer argument.
+enum ArgError {
+    Null,
+    Misaligned,
+}
+
+/// Outcome of an entry point's body: a library error or a bad argument.
+enum Fail {
+    Lib(Error),
+    Arg(ArgError),
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Fail {
+        Fail::Lib(e)
+    }
+}
+
+impl From<ArgError> for Fail {
+    fn from(e: ArgError) -> Fail {
+        Fail::Arg(e)
+    }
+}
+
+/// Runs an entry point's body, mapping its outcome to a result code and
+/// stopping any panic at the boundary.
+#[inline(always)]
+fn guard(body: impl FnOnce() -> Result<(), Fail>) -> i32 {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => MCSHM_OK,
+        Ok(Err(Fail::Lib(e))) => code_of(e),
+        Ok(Err(Fail::Arg(ArgError::Null))) => MCSHM_ERR_NULL_ARGUMENT,
+        Ok(Err(Fail::Arg(ArgError::Misaligned))) => MCSHM_ERR_INVALID_ARGUMENT,
+        Err(_) => MCSHM_ERR_PANIC,
+    }
+}
+
+/// Borrows `*p` after checking it is non-null and aligned.
+///
+/// # Safety
+/// A non-null, aligned `p` must point to a live `T` for `'a`.
+#[inline(always)]
+unsafe fn arg_ref<'a, T>(p: *const T) -> Result<&'a T, ArgError> {
+    if p.is_null() {
+        return Err(ArgError::Null);
+    }
+    if !p.is_aligned() {
+        return Err(ArgError::Misaligned);
+    }
+    // SAFETY: non-null and aligned checked above; liveness is the caller's contract.
+    Ok(unsafe { &*p })
+}
+
+/// Writes `v` through an out-parameter after checking it.
+///
+/// # Safety
+/// A non-null, aligned `p` must be valid for a write of `T`.
+#[inline(always)]
+unsafe fn put<T>(p: *mut T, v: T) -> Result<(), ArgError> {
+    if p.is_null() {
+        return Err(ArgError::Null);
+    }
+    if !p.is_aligned() {
+        return Err(ArgError::Misaligned);
+    }
+    // SAFETY: non-null and aligned checked above; writability is the caller's contract.
+    unsafe { p.write(v) };
+    Ok(())
+}
+
+/// Checks an out-parameter before any side effect happens, so a call that
+/// would fail on it fails before creating or opening anything.
+fn check_out<T>(p: *mut T) -> Result<(), ArgError> {
+    if p.is_null() {
+        Err(ArgError::Null)
+    } else if !p.is_aligned() {
+        Err(ArgError::Misaligned)
+    } else {
+        Ok(())
+    }
+}
+
+/// Reads a NUL-terminated UTF-8 string argument.
+///
+/// # Safety
+/// A non-null `p` must point to a NUL-terminated string live for `'a`.
+unsafe fn arg_str<'a>(p: *const c_char) -> Result<&'a str, Fail> {
+    if p.is_null() {
+        return Err(Fail::Arg(ArgError::Null));
+    }
+    // SAFETY: non-null checked; NUL termination and liveness are the caller's contract.
+    let s = unsafe { CStr::from_ptr(p) };
+    s.to_str().map_err(|_| Fail::Lib(Error::InvalidName))
+}
+
+// ---------------------------------------------------------------------------
+// Pools
+// ---------------------------------------------------------------------------
+
+/// A shared-memory pool: the owner's (allocates) or a peer's (maps only).
+pub struct mcshm_pool {
+    pool: Pool,
+}
+
+/// Options for `mcshm_pool_create`; fill with `mcshm_pool_options_init` first.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct mcshm_pool_options {
+    /// Allocatable bytes (a 4 KiB header page comes on top).
+    pub capacity: u64,
+    /// Permission bits of the object (default 0600: owner only).
+    pub mode: u32,
+    /// `MCSHM_POOL_*` bits.
+    pub flags: u32,
+    /// NULL: /dev/shm via shm_open; otherwise a directory (hugetlbfs, DAX mount).
+    pub dir: *const c_char,
+    /// Arena metadata capacity, live plus free blocks (default 65536).
+    pub max_blocks: u32,
+}
+
+/// A snapshot of a pool's arena accounting.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct mcshm_pool_stats {
+    /// Allocatable bytes.
+    pub capacity: u64,
+    /// Bytes in live allocations (rounded to the arena's granule).
+    pub in_use: u64,
+    /// Bytes not in live allocations.
+    pub free: u64,
+    /// The largest single free block.
+    pub largest_free: u64,
+    /// Number of live allocations.
+    pub live: u64,
+}
+
+impl From<ArenaStats> for mcshm_pool_stats {
+    fn from(s: ArenaStats) -> Self {
+        mcshm_pool_stats {
+            capacity: s.capacity,
+            in_use: s.in_use,
+            free: s.free,
+            largest_free: s.largest_free,
+            live: s.live,
+        }
+    }
+}
+
+/// Fills `opts` with the defaults (64 MiB, mode 0600, no flags, /dev/shm, 65536 blocks).
+/// Does nothing when `opts` is NULL.
+///
+/// # Safety
+/// `opts` is NULL or valid for a write of `mcshm_pool_options`.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_pool_options_init(opts: *mut mcshm_pool_options) {
+    let d = PoolOptions::default();
+    let v = mcshm_pool_options {
+        capacity: d.capacity,
+        mode: d.mode,
+        flags: 0,
+        dir: core::ptr::null(),
+        max_blocks: d.max_blocks,
+    };
+    // SAFETY: the caller passes NULL or a writable options struct; NULL is reported and ignored.
+    let _ = unsafe { put(opts, v) };
+}
+
+/// Creates pool `name` exclusively (fails with `MCSHM_ERR_ALREADY_EXISTS`
+/// without touching an existing object) and maps it; the caller owns it.
+///
+/// # Safety
+/// `name` is a NUL-terminated string; `opts` is NULL (defaults) or a valid
+/// options struct whose `dir` is NULL or NUL-terminated; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_pool_create(
+    name: *const c_char,
+    opts: *const mcshm_pool_options,
+    out: *mut *mut mcshm_pool,
+) -> i32 {
+    guard(|| {
+        check_out(out)?;
+        // SAFETY: per the function's contract.
+        let name = unsafe { arg_str(name)? };
+        let mut o = PoolOptions::default();
+        if !opts.is_null() {
+            // SAFETY: non-null; validity is the caller's contract.
+            let c = unsafe { arg_ref(opts)? };
+            o.capacity = c.capacity;
+            o.mode = c.mode;
+            o.prefault = c.flags & MCSHM_POOL_PREFAULT != 0;
+            o.huge_pages = c.flags & MCSHM_POOL_HUGE_PAGES != 0;
+            o.max_blocks = c.max_blocks;
+            if c.flags & !(MCSHM_POOL_PREFAULT | MCSHM_POOL_HUGE_PAGES) != 0 {
+                return Err(Error::InvalidArgument.into());
+            }
+            if !c.dir.is_null() {
+                // SAFETY: non-null; NUL termination is the caller's contract.
+                o.dir = Some(unsafe { arg_str(c.dir)? });
+            }
+        }
+        let pool = Pool::create(name, &o)?;
+        let handle = Box::into_raw(Box::new(mcshm_pool { pool }));
+        // SAFETY: `out` was checked non-null and aligned at entry.
+        unsafe { out.write(handle) };
+        Ok(())
+    })
+}
+
+/// Opens an existing pool as a peer: maps it after validating its header;
+/// never creates. `dir` is NULL for /dev/shm.
+///
+/// # Safety
+/// `name` (and `dir` when non-NULL) are NUL-terminated; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_pool_open(
+    name: *const c_char,
+    dir: *const c_char,
+    out: *mut *mut mcshm_pool,
+) -> i32 {
+    guard(|| {
+        check_out(out)?;
+        // SAFETY: per the function's contract.
+        let name = unsafe { arg_str(name)? };
+        let dir = if dir.is_null() {
+            None
+        } else {
+            // SAFETY: non-null; NUL termination is the caller's contract.
+            Some(unsafe { arg_str(dir)? })
+        };
+        let pool = Pool::open_in(dir, name)?;
+        let handle = Box::into_raw(Box::new(mcshm_pool { pool }));
+        // SAFETY: `out` was checked non-null and aligned at entry.
+        unsafe { out.write(handle) };
+        Ok(())
+    })
+}
+
+/// Destroys a pool handle: the owner unmaps and unlinks, a peer only unmaps.
+/// NULL is a no-op.
+///
+/// # Safety
+/// `pool` is NULL or a handle from `mcshm_pool_create`/`mcshm_pool_open` not
+/// yet destroyed, and no other thread is using it.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_pool_destroy(pool: *mut mcshm_pool) {
+    if pool.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the handle came from Box::into_raw in this module and is destroyed once.
+        drop(unsafe { Box::from_raw(pool) });
+    }));
+}
+
+/// Allocates `size` bytes aligned to `align` (0 = default) and writes the
+/// offset from the mapping base to `out_offset`. Owner only.
+///
+/// # Safety
+/// `pool` is a live handle; `out_offset` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_pool_alloc(
+    pool: *const mcshm_pool,
+    size: u64,
+    align: u64,
+    out_offset: *mut u64,
+) -> i32 {
+    guard(|| {
+        check_out(out_offset)?;
+        // SAFETY: per the function's contract.
+        let p = unsafe { arg_ref(pool)? };
+        let off = p.pool.alloc(size, align)?;
+        // SAFETY: checked at entry.
+        unsafe { out_offset.write(off) };
+        Ok(())
+    })
+}
+
+/// Frees the allocation that starts at `offset`. Owner only.
+///
+/// # Safety
+/// `pool` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_pool_free(pool: *const mcshm_pool, offset: u64) -> i32 {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let p = unsafe { arg_ref(pool)? };
+        p.pool.free(offset)?;
+        Ok(())
+    })
+}
+
+/// Turns `(offset, len)` into a pointer in this process's mapping,
+/// bounds-checked against the pool's data area.
+///
+/// # Safety
+/// `pool` is a live handle; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_pool_ptr(
+    pool: *const mcshm_pool,
+    offset: u64,
+    len: u64,
+    out: *mut *mut c_void,
+) -> i32 {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let p = unsafe { arg_ref(pool)? };
+        let ptr = p.pool.ptr(offset, len)?;
+        // SAFETY: per the function's contract.
+        unsafe { put(out, ptr.cast::<c_void>())? };
+        Ok(())
+    })
+}
+
+/// Turns a pointer into this process's mapping back into an offset.
+///
+/// # Safety
+/// `pool` is a live handle; `out_offset` is writable. `ptr` is only compared.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_pool_offset_of(
+    pool: *const mcshm_pool,
+    ptr: *const c_void,
+    out_offset: *mut u64,
+) -> i32 {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let p = unsafe { arg_ref(pool)? };
+        let off = p.pool.offset_of(ptr.cast::<u8>())?;
+        // SAFETY: per the function's contract.
+        unsafe { put(out_offset, off)? };
+        Ok(())
+    })
+}
+
+/// Reports the base address and length of this process's mapping of the pool.
+///
+/// # Safety
+/// `pool` is a live handle; both out-parameters are writable.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_pool_mapping(
+    pool: *const mcshm_pool,
+    out_base: *mut *mut c_void,
+    out_len: *mut u64,
+) -> i32 {
+    guard(|| {
+        check_out(out_base)?;
+        check_out(out_len)?;
+        // SAFETY: per the function's contract.
+        let p = unsafe { arg_ref(pool)? };
+        // SAFETY: both checked at entry.
+        unsafe {
+            out_base.write(p.pool.base().cast::<c_void>());
+            out_len.write(p.pool.len());
+        }
+        Ok(())
+    })
+}
+
+/// Copies the pool's arena statistics to `out` (owner only; a peer's are zero).
+///
+/// # Safety
+/// `pool` is a live handle; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_pool_stats_get(
+    pool: *const mcshm_pool,
+    out: *mut mcshm_pool_stats,
+) -> i32 {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let p = unsafe { arg_ref(pool)? };
+        // SAFETY: per the function's contract.
+        unsafe { put(out, p.pool.stats().into())? };
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Translation table
+// ---------------------------------------------------------------------------
+
+/// A translation table; its metadata lives in a private anonymous mapping.
+pub struct mcshm_table {
+    table: Table<AnonMap<AtomicU64>>,
+}
+
+/// Capacities of a table; fill with `mcshm_table_config_init` first.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct mcshm_table_config {
+    /// Local segment ids are `0 .. max_segments`.
+    pub max_segments: u32,
+    /// Peer ids are `0 .. max_peers`.
+    pub max_peers: u32,
+    /// Remote ranges registered across all peers.
+    pub max_ranges: u32,
+    /// Radix index nodes (each covers 512 slots of one level).
+    pub max_nodes: u32,
+}
+
+/// The defaults `mcshm_table_config_init` writes.
+const DEFAULT_TABLE_CONFIG: mcshm_table_config = mcshm_table_config {
+    max_segments: 4096,
+    max_peers: 256,
+    max_ranges: 65536,
+    max_nodes: 4096,
+};
+
+/// Fills `cfg` with the defaults. Does nothing when `cfg` is NULL.
+///
+/// # Safety
+/// `cfg` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_table_config_init(cfg: *mut mcshm_table_config) {
+    // SAFETY: the caller passes NULL or a writable config; NULL is reported and ignored.
+    let _ = unsafe { put(cfg, DEFAULT_TABLE_CONFIG) };
+}
+
+/// Creates a table with capacities from `cfg` (NULL = defaults).
+///
+/// # Safety
+/// `cfg` is NULL or a valid config; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_table_create(
+    cfg: *const mcshm_table_config,
+    out: *mut *mut mcshm_table,
+) -> i32 {
+    guard(|| {
+        check_out(out)?;
+        let c = if cfg.is_null() {
+            DEFAULT_TABLE_CONFIG
+        } else {
+            // SAFETY: non-null; validity is the caller's contract.
+            *unsafe { arg_ref(cfg)? }
+        };
+        let cfg = TableConfig {
+            max_segments: c.max_segments,
+            max_peers: c.max_peers,
+            max_ranges: c.max_ranges,
+            max_nodes: c.max_nodes,
+        };
+        let words = AnonMap::zeroed(Table::<AnonMap<AtomicU64>>::words_for(&cfg))?;
+        let table = Table::new(cfg, words)?;
+        let handle = Box::into_raw(Box::new(mcshm_table { table }));
+        // SAFETY: `out` was checked non-null and aligned at entry.
+        unsafe { out.write(handle) };
+        Ok(())
+    })
+}
+
+/// Destroys a table. NULL is a no-op. The table never unmapped anything, so
+/// pointers it handed out stay as valid as the mappings they point into.
+///
+/// # Safety
+/// `table` is NULL or a live handle no other thread is using.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_table_destroy(table: *mut mcshm_table) {
+    if table.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the handle came from Box::into_raw in this module and is destroyed once.
+        drop(unsafe { Box::from_raw(table) });
+    }));
+}
+
+/// Registers local segment `id` at `[base, base + len)`.
+///
+/// # Safety
+/// `t` is a live handle. `base` is only recorded, never dereferenced.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_table_insert_segment(
+    t: *const mcshm_table,
+    id: u32,
+    base: *mut c_void,
+    len: u64,
+) -> i32 {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let t = unsafe { arg_ref(t)? };
+        t.table
+            .insert_segment(id, base.expose_provenance(), len)
+            .map_err(Fail::from)
+    })
+}
+
+/// Unregisters local segment `id`.
+///
+/// # Safety
+/// `t` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_table_remove_segment(t: *const mcshm_table, id: u32) -> i32 {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let t = unsafe { arg_ref(t)? };
+        t.table.remove_segment(id).map_err(Fail::from)
+    })
+}
+
+/// `(segment id, offset, len)` -> local pointer, bounds-checked. O(1), no lock.
+///
+/// # Safety
+/// `t` is a live handle; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_table_resolve(
+    t: *const mcshm_table,
+    id: u32,
+    offset: u64,
+    len: u64,
+    out: *mut *mut c_void,
+) -> i32 {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let t = unsafe { arg_ref(t)? };
+        let addr = t.table.resolve(id, offset, len)?;
+        // SAFETY: per the function's contract.
+        unsafe { put(out, core::ptr::with_exposed_provenance_mut(addr))? };
+        Ok(())
+    })
+}
+
+/// Local pointer -> `(segment id, offset)`. O(1), no lock.
+///
+/// # Safety
+/// `t` is a live handle; the out-parameters are writable. `ptr` is only compared.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_table_locate(
+    t: *const mcshm_table,
+    ptr: *const c_void,
+    out_id: *mut u32,
+    out_offset: *mut u64,
+) -> i32 {
+    guard(|| {
+        check_out(out_id)?;
+        check_out(out_offset)?;
+        // SAFETY: per the function's contract.
+        let t = unsafe { arg_ref(t)? };
+        let (id, off) = t.table.locate(ptr.addr())?;
+        // SAFETY: both checked at entry.
+        unsafe {
+            out_id.write(id);
+            out_offset.write(off);
+        }
+        Ok(())
+    })
+}
+
+/// Registers peer `peer`'s range `[remote_base, remote_base + len)`, mapped
+/// locally at `local_base`. Both bases page-aligned; a peer's ranges never overlap.
+///
+/// # Safety
+/// `t` is a live handle. `local_base` is only recorded, never dereferenced.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_table_insert_remote(
+    t: *const mcshm_table,
+    peer: u32,
+    remote_base: u64,
+    len: u64,
+    local_base: *mut c_void,
+) -> i32 {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let t = unsafe { arg_ref(t)? };
+        t.table
+            .insert_remote(peer, remote_base, len, local_base.expose_provenance())
+            .map_err(Fail::from)
+    })
+}
+
+/// Unregisters the peer's range that starts at `remote_base`.
+///
+/// # Safety
+/// `t` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_table_remove_remote(
+    t: *const mcshm_table,
+    peer: u32,
+    remote_base: u64,
+) -> i32 {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let t = unsafe { arg_ref(t)? };
+        t.table.remove_remote(peer, remote_base).map_err(Fail::from)
+    })
+}
+
+/// `(peer, remote address, len)` -> local pointer: the O(1), lock-free
+/// replacement for Mooncake's `relocateSharedMemoryAddress`.
+///
+/// # Safety
+/// `t` is a live handle; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_table_relocate(
+    t: *const mcshm_table,
+    peer: u32,
+    remote_addr: u64,
+    len: u64,
+    out: *mut *mut c_void,
+) -> i32 {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let t = unsafe { arg_ref(t)? };
+        let addr = t.table.relocate(peer, remote_addr, len)?;
+        // SAFETY: per the function's contract.
+        unsafe { put(out, core::ptr::with_exposed_provenance_mut(addr))? };
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/// A static description of a result code; never NULL.
+#[no_mangle]
+pub extern "C" fn mcshm_strerror(code: i32) -> *const c_char {
+    let s: &'static CStr = match code {
+        MCSHM_OK => c"ok",
+        MCSHM_ERR_NULL_ARGUMENT => c"a required pointer argument is NULL",
+        MCSHM_ERR_ZERO_SIZE => c"zero-size allocation",
+        MCSHM_ERR_TOO_LARGE => c"request larger than capacity",
+        MCSHM_ERR_BAD_ALIGNMENT => c"alignment is not a power of two up to 4096",
+        MCSHM_ERR_EXHAUSTED => c"no free block large enough",
+        MCSHM_ERR_DOUBLE_FREE => c"offset already freed",
+        MCSHM_ERR_INVALID_OFFSET => c"offset was never handed out",
+        MCSHM_ERR_METADATA_FULL => c"allocator metadata storage is full",
+        MCSHM_ERR_OUT_OF_BOUNDS => c"range out of bounds",
+        MCSHM_ERR_NOT_FOUND => c"not found",
+        MCSHM_ERR_ALREADY_EXISTS => c"already exists",
+        MCSHM_ERR_TABLE_FULL => c"translation table is full",
+        MCSHM_ERR_INVALID_ARGUMENT => c"invalid argument",
+        MCSHM_ERR_INVALID_NAME => c"invalid shared-memory name",
+        MCSHM_ERR_TRUNCATED => c"object is truncated",
+        MCSHM_ERR_BAD_MAGIC => c"not a mooncake-shm pool (bad magic)",
+        MCSHM_ERR_VERSION_MISMATCH => c"pool layout version mismatch",
+        MCSHM_ERR_NOT_READY => c"pool is not initialized yet",
+        MCSHM_ERR_NOT_OWNER => c"operation reserved to the pool owner",
+        MCSHM_ERR_OS => c"system call failed (see mcshm_last_os_error)",
+        MCSHM_ERR_PANIC => c"internal error caught at the C boundary",
+        _ => c"unknown result code",
+    };
+    s.as_ptr()
+}
+
+/// The errno of the last `MCSHM_ERR_OS` returned on this thread (0 if none).
+#[no_mangle]
+pub extern "C" fn mcshm_last_os_error() -> i32 {
+    LAST_OS_ERROR.with(|e| e.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_a_distinct_code_and_message() {
+        let all = [
+            Error::ZeroSize,
+            Error::TooLarge,
+            Error::BadAlignment,
+            Error::Exhausted,
+            Error::DoubleFree,
+            Error::InvalidOffset,
+            Error::MetadataFull,
+            Error::OutOfBounds,
+            Error::NotFound,
+            Error::AlreadyExists,
+            Error::TableFull,
+            Error::InvalidArgument,
+            Error::InvalidName,
+            Error::Truncated,
+            Error::BadMagic,
+            Error::VersionMismatch,
+            Error::NotReady,
+            Error::NotOwner,
+            Error::Os(5),
+        ];
+        let mut codes: Vec<i32> = all.iter().map(|e| code_of(*e)).collect();
+        codes.extend([MCSHM_ERR_NULL_ARGUMENT, MCSHM_ERR_PANIC]);
+        let unknown = mcshm_strerror(9999);
+        for &c in &codes {
+            assert_ne!(c, MCSHM_OK);
+            assert_ne!(mcshm_strerror(c), unknown, "code {c} has no message");
+        }
+        let n = codes.len();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), n, "codes collide");
+        assert_eq!(mcshm_last_os_error(), 5);
+    }
+
+    #[test]
+    fn panics_stop_at_the_boundary() {
+        assert_eq!(guard(|| panic!("boom")), MCSHM_ERR_PANIC);
+    }
+}
