@@ -343,8 +343,13 @@ TEST(Adapter, RegisterRemoteFromForkedChild) {
             uint64_t last = m.addr[i] + m.length[i] - 1;
             ASSERT_EQ(ad.relocate(last, 1, target), MCSHM_OK);
             EXPECT_EQ(last, a + m.length[i] - 1);
-            uint64_t past = m.addr[i] + m.length[i];
-            EXPECT_NE(ad.relocate(past, 1, target), MCSHM_OK);
+        }
+        // Past the end of the last buffer (the first may be followed by the second).
+        uint64_t past = m.addr[1] + m.length[1];
+        EXPECT_NE(ad.relocate(past, 1, target), MCSHM_OK);
+        past = m.addr[0] + m.length[0] - 1;
+        if (m.addr[0] + m.length[0] != m.addr[1]) {
+            EXPECT_NE(ad.relocate(past, 2, target), MCSHM_OK);
         }
         uint64_t last = m.addr[1] + m.length[1] - 1;
         ASSERT_EQ(ad.relocate(last, 1, target), MCSHM_OK);

@@ -315,16 +315,29 @@ TEST(CApi, NotOwner) {
 }
 
 TEST(CApi, OpenRejectsForeignObjects) {
+    // Header layout of src/pool.rs (PoolHeader): magic u64 "MCSHMPL1" at 0,
+    // version u32 at 8; an all-zero header is a pool still being created.
     const std::string tiny = unique_name("raw");
     ASSERT_TRUE(mcshm_test::make_raw_shm(tiny, 16));
     const std::string zeros = unique_name("raw");
     ASSERT_TRUE(mcshm_test::make_raw_shm(zeros, 3 * 4096));
+    const std::string junk = unique_name("raw");
+    ASSERT_TRUE(mcshm_test::make_raw_shm(junk, 3 * 4096, [](unsigned char* h) {
+        std::memset(h, 0xEE, 4096);
+    }));
+    const std::string future = unique_name("raw");
+    ASSERT_TRUE(mcshm_test::make_raw_shm(future, 3 * 4096, [](unsigned char* h) {
+        std::memcpy(h, "MCSHMPL1", 8);
+        const uint32_t v = 999;
+        std::memcpy(h + 8, &v, 4);
+    }));
     mcshm_pool* out = nullptr;
     EXPECT_EQ(mcshm_pool_open(tiny.c_str(), nullptr, &out), MCSHM_ERR_TRUNCATED);
-    EXPECT_EQ(mcshm_pool_open(zeros.c_str(), nullptr, &out), MCSHM_ERR_BAD_MAGIC);
+    EXPECT_EQ(mcshm_pool_open(zeros.c_str(), nullptr, &out), MCSHM_ERR_NOT_READY);
+    EXPECT_EQ(mcshm_pool_open(junk.c_str(), nullptr, &out), MCSHM_ERR_BAD_MAGIC);
+    EXPECT_EQ(mcshm_pool_open(future.c_str(), nullptr, &out), MCSHM_ERR_VERSION_MISMATCH);
     EXPECT_EQ(out, nullptr);
-    ::shm_unlink(("/" + tiny).c_str());
-    ::shm_unlink(("/" + zeros).c_str());
+    for (const auto& n : {tiny, zeros, junk, future}) ::shm_unlink(("/" + n).c_str());
 }
 
 TEST(CApi, OsErrorCarriesErrno) {

@@ -77,11 +77,22 @@ inline bool install_leak_check(std::vector<std::string> extra = {}) {
     return true;
 }
 
-/// Makes a plain (non-pool) shm object of `size` zero bytes; returns success.
-inline bool make_raw_shm(const std::string& name, off_t size) {
+/// Makes a plain (non-pool) shm object of `size` zero bytes, then lets
+/// `init` write its first page; returns success.
+inline bool make_raw_shm(const std::string& name, off_t size,
+                         void (*init)(unsigned char* first_page) = nullptr) {
     int fd = ::shm_open(("/" + name).c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
     if (fd < 0) return false;
     bool ok = ::ftruncate(fd, size) == 0;
+    if (ok && init != nullptr && size >= 4096) {
+        void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED) {
+            ok = false;
+        } else {
+            init(static_cast<unsigned char*>(p));
+            ::munmap(p, 4096);
+        }
+    }
     ::close(fd);
     return ok;
 }
