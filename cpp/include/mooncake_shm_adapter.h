@@ -317,11 +317,12 @@ private:
         if (rc != MCSHM_OK) return rc;
         if (reinterpret_cast<uintptr_t>(local) % kPageSize != 0) return MCSHM_ERR_INVALID_ARGUMENT;
 
-        Range r{pool_name, offset, length};  // before the insert: may throw
+        // Record first (may throw, nothing to undo), then publish in the table.
+        rit = ranges_.emplace(std::make_pair(target_id, remote_base), Range{pool_name, offset, length})
+                  .first;
         rc = table_.try_insert_remote(static_cast<uint32_t>(target_id), remote_base, length, local);
-        if (rc != MCSHM_OK) return rc;
-        ranges_.emplace(std::make_pair(target_id, remote_base), std::move(r));
-        return MCSHM_OK;
+        if (rc != MCSHM_OK) ranges_.erase(rit);
+        return rc;
     }
 
     const std::string prefix_;
