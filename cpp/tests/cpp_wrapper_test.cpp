@@ -245,6 +245,28 @@ TEST(Wrapper, ManyAllocationsInAVector) {
     EXPECT_EQ(pool.stats().in_use, 0u);
 }
 
+TEST(Wrapper, PoolInADirectory) {
+    char tmpl[] = "/tmp/mcshm_t_dir_XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    const std::string dir = tmpl;
+    const std::string name = unique_name("d");
+    {
+        ms::PoolOptions o = small();
+        o.dir = dir;
+        ms::Pool owner = ms::Pool::create(name, o);
+        EXPECT_EQ(::access((dir + "/" + name).c_str(), F_OK), 0);
+        EXPECT_FALSE(shm_exists(name));
+        ms::Allocation a = owner.alloc(64);
+        std::strcpy(static_cast<char*>(a.data()), "in a dir");
+        ms::Pool peer = ms::Pool::open(name, dir.c_str());
+        EXPECT_STREQ(static_cast<const char*>(peer.ptr(a.offset(), 9)), "in a dir");
+        expect_error(MCSHM_ERR_NOT_FOUND, [&] { ms::Pool::open(name); });  // not in /dev/shm
+    }
+    EXPECT_NE(::access((dir + "/" + name).c_str(), F_OK), 0) << "owner unlinks in its dir";
+    ::unlink((dir + "/" + name).c_str());
+    ::rmdir(dir.c_str());
+}
+
 // ---- Table -----------------------------------------------------------------
 
 TEST(TableWrapper, SegmentsResolveLocate) {
