@@ -165,6 +165,8 @@ void Report::printSummary(FILE* out) const {
       std::fprintf(out, "SUMMARY %s %s=%.6g%s%s\n", bench_.c_str(), s.key.c_str(), s.value,
                    s.unit.empty() ? "" : " ", s.unit.c_str());
   }
+  for (const std::string& e : errors_)
+    std::fprintf(out, "SUMMARY %s error=%s\n", bench_.c_str(), e.c_str());
   std::fprintf(out, "SUMMARY %s status=%s\n", bench_.c_str(), ok() ? "ok" : "FAILED");
   std::fflush(out);
 }

@@ -237,8 +237,8 @@ int main(int argc, char** argv) {
   std::vector<uint64_t> sizes(n);
   {
     std::mt19937_64 rng(FLAGS_seed);
-    std::uniform_int_distribution<uint64_t> d(uint64_t(FLAGS_min_size_kb),
-                                              uint64_t(FLAGS_max_size_kb));
+    std::uniform_int_distribution<uint64_t> d{uint64_t(FLAGS_min_size_kb),
+                                              uint64_t(FLAGS_max_size_kb)};
     for (auto& s : sizes) s = d(rng) * 1024;
   }
   std::printf("sizes: %zu uniformly random in [%d, %d] KiB (seed %llu)\n", n, FLAGS_min_size_kb,
