@@ -58,8 +58,7 @@ run() {
   local bench="$1"; shift
   echo
   echo "=== running $bench $* ==="
-  # shellcheck disable=SC2068
-  "$BIN/$bench" --json="$RESULTS/$bench.json" $@ 2>&1 | tee "$RESULTS/$bench.txt"
+  "$BIN/$bench" --json="$RESULTS/$bench.json" "$@" 2>&1 | tee "$RESULTS/$bench.txt"
   local rc=${PIPESTATUS[0]}
   if [ "$rc" -ne 0 ]; then
     echo "bench.sh: $bench exited with status $rc" >&2
