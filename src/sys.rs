@@ -1,32 +1,375 @@
-//! Thin wrappers over the POSIX shared-memory syscalls. STUB.
-#![allow(missing_docs, unused)]
+//! Thin, safe wrappers over the POSIX shared-memory syscalls.
+//!
+//! Only `libc` is used (no `std`): names travel as [`CStr`]s built in fixed
+//! stack buffers, file descriptors are owned by [`Fd`] (closed on drop), and
+//! every failing call becomes [`Error::Os`] carrying its `errno`. Mapping the
+//! errno to a friendlier variant (`ENOENT` -> `NotFound`, ...) is the job of
+//! the layers above.
+
 use crate::{Error, Result, ZeroValid};
+use core::ffi::{c_int, CStr};
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
+use core::ptr::NonNull;
 
-/// A zeroed, private, anonymous mapping of `len` values of `T`: metadata storage for the pure layers.
+/// Longest shared-memory / file name accepted, in bytes, without the leading
+/// `/` that `shm_open` wants (`NAME_MAX` = 255 minus one).
+pub const MAX_NAME_LEN: usize = 254;
+
+/// Longest directory path accepted for directory mode, in bytes (`PATH_MAX`
+/// minus the terminating NUL).
+pub const MAX_DIR_LEN: usize = 4095;
+
+/// The calling thread's current `errno`.
+pub fn errno() -> i32 {
+    // SAFETY: `__errno_location` always returns a valid pointer to the
+    // calling thread's errno; reading an int through it is sound.
+    unsafe { *libc::__errno_location() }
+}
+
+/// `Error::Os(errno)` for the syscall that just failed.
+pub fn last_error() -> Error {
+    Error::Os(errno())
+}
+
+/// The size of a memory page (`sysconf(_SC_PAGESIZE)`; 4096 if unknown).
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let ps = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if ps > 0 {
+        ps as usize
+    } else {
+        4096
+    }
+}
+
+/// The calling process's id.
+pub fn getpid() -> u32 {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    let pid = unsafe { libc::getpid() };
+    pid as u32
+}
+
+/// A NUL-terminated string in a fixed stack buffer of `N` bytes.
+///
+/// Used to hand names and paths to libc without an allocator.
+#[derive(Clone, Copy)]
+pub struct CBuf<const N: usize> {
+    buf: [u8; N],
+    /// Length without the NUL.
+    len: usize,
+}
+
+impl<const N: usize> CBuf<N> {
+    /// Concatenates `parts` and appends a NUL.
+    ///
+    /// Fails with `InvalidArgument` if a part contains a NUL byte or the
+    /// result (NUL included) does not fit in `N` bytes.
+    pub fn concat(parts: &[&[u8]]) -> Result<Self> {
+        let mut buf = [0u8; N];
+        let mut len = 0usize;
+        for part in parts {
+            if part.contains(&0) {
+                return Err(Error::InvalidArgument);
+            }
+            let end = len
+                .checked_add(part.len())
+                .filter(|&e| e < N)
+                .ok_or(Error::InvalidArgument)?;
+            buf[len..end].copy_from_slice(part);
+            len = end;
+        }
+        // buf[len] is already 0 and len < N.
+        Ok(CBuf { buf, len })
+    }
+
+    /// The string as a `CStr` (terminating NUL included).
+    pub fn as_cstr(&self) -> &CStr {
+        match CStr::from_bytes_with_nul(&self.buf[..=self.len]) {
+            Ok(s) => s,
+            // `concat` rejects interior NULs and always terminates, so this
+            // cannot happen; fall back to the empty string rather than panic.
+            Err(_) => c"",
+        }
+    }
+
+    /// The bytes without the terminating NUL.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// An owned file descriptor, closed on drop.
+#[derive(Debug)]
+pub struct Fd(c_int);
+
+impl Fd {
+    /// The raw descriptor (still owned by `self`).
+    pub fn raw(&self) -> c_int {
+        self.0
+    }
+
+    /// Closes the descriptor now, reporting the error `close` returns.
+    pub fn close(self) -> Result<()> {
+        let fd = self.0;
+        core::mem::forget(self);
+        // SAFETY: `fd` is a descriptor this `Fd` owned; ownership ended with
+        // `forget`, so it is closed exactly once.
+        if unsafe { libc::close(fd) } == 0 {
+            Ok(())
+        } else {
+            Err(last_error())
+        }
+    }
+}
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` is a descriptor this `Fd` owns and nobody else
+        // closes; it is closed exactly once here. Errors are ignored (the
+        // descriptor is released either way on Linux).
+        unsafe { libc::close(self.0) };
+    }
+}
+
+fn check_fd(fd: c_int) -> Result<Fd> {
+    if fd >= 0 {
+        Ok(Fd(fd))
+    } else {
+        Err(last_error())
+    }
+}
+
+fn check_zero(rc: c_int) -> Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(last_error())
+    }
+}
+
+/// `shm_open(name, oflag, mode)`. `name` must start with `/`.
+pub fn shm_open(name: &CStr, oflag: c_int, mode: u32) -> Result<Fd> {
+    // SAFETY: `name` is a valid NUL-terminated string for the whole call.
+    check_fd(unsafe { libc::shm_open(name.as_ptr(), oflag, mode as libc::mode_t) })
+}
+
+/// `shm_unlink(name)`.
+pub fn shm_unlink(name: &CStr) -> Result<()> {
+    // SAFETY: `name` is a valid NUL-terminated string for the whole call.
+    check_zero(unsafe { libc::shm_unlink(name.as_ptr()) })
+}
+
+/// Opens a directory as an `O_PATH` handle for the `*at` calls below.
+pub fn open_dir(path: &CStr) -> Result<Fd> {
+    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    // SAFETY: `path` is a valid NUL-terminated string for the whole call.
+    check_fd(unsafe { libc::open(path.as_ptr(), flags) })
+}
+
+/// `openat(dir, name, oflag, mode)`.
+pub fn openat(dir: &Fd, name: &CStr, oflag: c_int, mode: u32) -> Result<Fd> {
+    // SAFETY: `name` is a valid NUL-terminated string; `dir` is an open
+    // descriptor owned by the caller for the whole call.
+    check_fd(unsafe { libc::openat(dir.0, name.as_ptr(), oflag, mode as libc::c_uint) })
+}
+
+/// `unlinkat(dir, name, 0)`: removes a file (not a directory).
+pub fn unlinkat(dir: &Fd, name: &CStr) -> Result<()> {
+    // SAFETY: as for `openat`.
+    check_zero(unsafe { libc::unlinkat(dir.0, name.as_ptr(), 0) })
+}
+
+/// `ftruncate(fd, len)`.
+pub fn ftruncate(fd: &Fd, len: u64) -> Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| Error::InvalidArgument)?;
+    // SAFETY: plain syscall on a descriptor we own; no memory is passed.
+    check_zero(unsafe { libc::ftruncate(fd.0, len) })
+}
+
+/// Reserves backing store for `[0, len)` (`posix_fallocate`), so that lack of
+/// space is reported now (`ENOSPC`) instead of as a `SIGBUS` on first touch.
+pub fn fallocate(fd: &Fd, len: u64) -> Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| Error::InvalidArgument)?;
+    // SAFETY: plain syscall on a descriptor we own; no memory is passed.
+    // posix_fallocate returns the error number instead of setting errno.
+    match unsafe { libc::posix_fallocate(fd.0, 0, len) } {
+        0 => Ok(()),
+        e => Err(Error::Os(e)),
+    }
+}
+
+/// What [`fstat`] reports about a descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileInfo {
+    /// Size in bytes.
+    pub size: u64,
+    /// Preferred I/O block size (the huge page size on hugetlbfs).
+    pub block_size: u64,
+    /// Whether it is a regular file (shm objects are).
+    pub is_regular: bool,
+}
+
+/// `fstat(fd)`, reduced to what the segment layer needs.
+pub fn fstat(fd: &Fd) -> Result<FileInfo> {
+    let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is valid for writes of one `stat`; `fd` is open.
+    check_zero(unsafe { libc::fstat(fd.0, st.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded, so it initialized `st`.
+    let st = unsafe { st.assume_init() };
+    Ok(FileInfo {
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        block_size: u64::try_from(st.st_blksize).unwrap_or(0),
+        is_regular: (st.st_mode & libc::S_IFMT) == libc::S_IFREG,
+    })
+}
+
+/// Extra flags for [`mmap_shared`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MapFlags {
+    /// `MAP_POPULATE`: fault every page in now.
+    pub populate: bool,
+    /// `MAP_HUGETLB`: huge pages (only valid on a hugetlbfs descriptor).
+    pub huge_pages: bool,
+}
+
+/// `mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_SHARED|flags, fd, 0)`.
+///
+/// Returns the base of a fresh mapping the caller must release with
+/// [`munmap`]. A zero `len` is `InvalidArgument`.
+pub fn mmap_shared(fd: &Fd, len: usize, flags: MapFlags) -> Result<NonNull<u8>> {
+    if len == 0 {
+        return Err(Error::InvalidArgument);
+    }
+    let mut mflags = libc::MAP_SHARED;
+    if flags.populate {
+        mflags |= libc::MAP_POPULATE;
+    }
+    if flags.huge_pages {
+        mflags |= libc::MAP_HUGETLB;
+    }
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    // SAFETY: a NULL hint without MAP_FIXED lets the kernel pick an unused
+    // range, so no existing memory is affected; `fd` is open.
+    let p = unsafe { libc::mmap(core::ptr::null_mut(), len, prot, mflags, fd.0, 0) };
+    if p == libc::MAP_FAILED {
+        return Err(last_error());
+    }
+    NonNull::new(p.cast::<u8>()).ok_or(Error::Os(libc::EINVAL))
+}
+
+/// `munmap(ptr, len)`.
+///
+/// # Safety
+/// `[ptr, ptr + len)` must be a mapping (or part of one) that nothing will
+/// access afterwards: every pointer and reference into it dies here.
+pub unsafe fn munmap(ptr: NonNull<u8>, len: usize) -> Result<()> {
+    // SAFETY: the caller guarantees the range is ours to unmap and unused.
+    check_zero(unsafe { libc::munmap(ptr.as_ptr().cast(), len) })
+}
+
+/// `madvise(ptr, len, advice)` (e.g. `libc::MADV_DONTDUMP`).
+///
+/// # Safety
+/// `[ptr, ptr + len)` must be a page-aligned part of a mapping the caller
+/// owns; destructive advice (`MADV_DONTNEED`, `MADV_REMOVE`, ...) discards
+/// contents, so the caller must hold no live data there.
+pub unsafe fn madvise(ptr: NonNull<u8>, len: usize, advice: c_int) -> Result<()> {
+    // SAFETY: upheld by the caller as documented.
+    check_zero(unsafe { libc::madvise(ptr.as_ptr().cast(), len, advice) })
+}
+
+/// A zeroed, private, anonymous mapping of `len` values of `T`: metadata
+/// storage for the pure layers (`MAP_PRIVATE | MAP_ANONYMOUS`, unmapped on
+/// drop). Behaves like a `Box<[T]>` that needs no allocator.
 pub struct AnonMap<T: ZeroValid> {
-    ptr: *mut T,
+    ptr: NonNull<T>,
     len: usize,
     _t: PhantomData<T>,
 }
-// SAFETY: owns its mapping exclusively, like a Box<[T]>.
+
+// SAFETY: owns its mapping exclusively, like a Box<[T]>: sending it sends
+// the `T`s.
 unsafe impl<T: ZeroValid + Send> Send for AnonMap<T> {}
-// SAFETY: as above.
+// SAFETY: `&AnonMap` only gives `&[T]`, so sharing it shares `&T`s.
 unsafe impl<T: ZeroValid + Sync> Sync for AnonMap<T> {}
+
 impl<T: ZeroValid> AnonMap<T> {
+    /// Maps `len` zeroed `T`s.
+    ///
+    /// `InvalidArgument` if `len` is 0, the byte size overflows, `T` is
+    /// zero-sized or needs more than page alignment; `Os(ENOMEM)` etc. if the
+    /// kernel refuses.
     pub fn zeroed(len: usize) -> Result<Self> {
-        Err(Error::Os(12))
+        let bytes = len
+            .checked_mul(core::mem::size_of::<T>())
+            .ok_or(Error::InvalidArgument)?;
+        if bytes == 0 || core::mem::align_of::<T>() > page_size() {
+            return Err(Error::InvalidArgument);
+        }
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+        // SAFETY: NULL hint without MAP_FIXED: the kernel picks an unused
+        // range; nothing existing is affected.
+        let p = unsafe { libc::mmap(core::ptr::null_mut(), bytes, prot, flags, -1, 0) };
+        if p == libc::MAP_FAILED {
+            return Err(last_error());
+        }
+        let ptr = NonNull::new(p.cast::<T>()).ok_or(Error::Os(libc::EINVAL))?;
+        Ok(AnonMap {
+            ptr,
+            len,
+            _t: PhantomData,
+        })
+    }
+
+    /// Number of `T`s.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false (a zero-length map cannot be created).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
+
 impl<T: ZeroValid> Deref for AnonMap<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        &[]
+        // SAFETY: the mapping holds `len` page-aligned (hence T-aligned) `T`s,
+        // valid because anonymous memory starts zeroed and `T: ZeroValid`; it
+        // lives as long as `self`, and `&self` forbids concurrent `&mut`.
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
+
 impl<T: ZeroValid> DerefMut for AnonMap<T> {
     fn deref_mut(&mut self) -> &mut [T] {
-        &mut []
+        // SAFETY: as for `deref`; `&mut self` makes the access exclusive.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: ZeroValid> Drop for AnonMap<T> {
+    fn drop(&mut self) {
+        let bytes = self.len * core::mem::size_of::<T>();
+        let elems = core::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len);
+        // SAFETY: the `len` elements are initialized (see `deref`) and owned
+        // by `self`; they are dropped exactly once, here (a no-op for the
+        // usual plain-integer `ZeroValid` types).
+        unsafe { core::ptr::drop_in_place(elems) };
+        // SAFETY: we own this mapping of `bytes` bytes, its elements were
+        // just dropped, and no borrow of it can outlive `self`.
+        let _ = unsafe { munmap(self.ptr.cast::<u8>(), bytes) };
+    }
+}
+
+impl<T: ZeroValid> core::fmt::Debug for AnonMap<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("AnonMap")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .finish()
     }
 }

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Runs every test of the project from a clean checkout (installs what it needs first).
+# Each step is reported; the last line is "test.sh: N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+./scripts/setup.sh --rust-test-tools || { echo "test.sh: setup failed"; exit 1; }
+
+BUILD=${MCSHM_TEST_BUILD_DIR:-$ROOT/build-test}
+JOBS=${MCSHM_JOBS:-2}
+passed=0; failed=0; failed_steps=()
+
+shm_snapshot() { ls /dev/shm 2>/dev/null | grep -E '^(mcshm|mooncake)' | sort || true; }
+before_shm=$(shm_snapshot)
+
+step() {
+  local name=$1; shift
+  echo
+  echo "=== $name"
+  local t0=$SECONDS
+  if "$@"; then
+    passed=$((passed + 1)); echo "=== $name: ok ($((SECONDS - t0)) s)"
+  else
+    failed=$((failed + 1)); failed_steps+=("$name"); echo "=== $name: FAILED ($((SECONDS - t0)) s)"
+  fi
+}
+
+# --- Rust ---
+step "cargo fmt --check" cargo fmt --all -- --check
+step "clippy (all targets, all features)" cargo clippy --all-targets --all-features -- -D warnings
+step "clippy (no_std core)" cargo clippy --lib --no-default-features -- -D warnings
+step "C header is current (cbindgen)" cargo build --quiet --lib --features gen-header
+step "no_std core builds for x86_64-unknown-none" \
+  cargo build --quiet --lib --no-default-features --target x86_64-unknown-none
+step "os layers build without std" cargo build --quiet --lib --no-default-features --features os
+step "cargo test (all features)" cargo test --all-features
+step "miri: arena and table" cargo +nightly miri test --lib -- arena:: table::
+step "criterion benches compile" cargo bench --no-run --quiet
+
+# --- C / C++ (CMake, GoogleTest) ---
+cxx_suite() { # $1 = C++ standard, $2 = build dir, rest = extra cmake args
+  local std=$1 dir=$2; shift 2
+  cmake -S "$ROOT" -B "$dir" -DBUILD_UNIT_TESTS=ON -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CXX_STANDARD="$std" -DCMAKE_CXX_FLAGS="-Werror" "$@" >"$dir.configure.log" 2>&1 \
+    || { cat "$dir.configure.log"; return 1; }
+  cmake --build "$dir" -j "$JOBS" || return 1
+  ctest --test-dir "$dir" --output-on-failure -j "$JOBS"
+}
+mkdir -p "$BUILD"
+step "C++17 build + ctest" cxx_suite 17 "$BUILD/cxx17"
+step "C++20 build + ctest" cxx_suite 20 "$BUILD/cxx20"
+step "ASan+UBSan build + ctest" cxx_suite 17 "$BUILD/asan" -DENABLE_ASAN=ON -DCMAKE_BUILD_TYPE=Debug
+step "consumer project (add_subdirectory as benchmark/shm)" tests/consumer/run.sh
+
+bench_smoke() {
+  local dir=$BUILD/cxx17/benchmark/shm
+  "$dir/shm_allocation_bench" --num_iterations=100 &&
+    "$dir/shm_address_lookup_bench" --num_lookups=1000 --num_segments=10 &&
+    "$dir/shm_transfer_bench" --num_transfers=10 --max_transfer_size_mb=4 --verify_data=true
+}
+step "benchmarks run once with tiny counts" bench_smoke
+
+no_shm_leak() {
+  local after; after=$(shm_snapshot)
+  local leaked; leaked=$(comm -13 <(echo "$before_shm") <(echo "$after"))
+  if [ -n "$leaked" ]; then echo "left in /dev/shm:"; echo "$leaked"; return 1; fi
+}
+step "no shared-memory object left behind" no_shm_leak
+
+echo
+[ "$failed" -eq 0 ] || printf 'failed steps:\n%s\n' "$(printf '  %s\n' "${failed_steps[@]}")"
+echo "test.sh: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
