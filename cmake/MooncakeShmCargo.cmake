@@ -28,9 +28,11 @@ set(MOONCAKE_SHM_STATICLIB
 file(GLOB_RECURSE _mcshm_rust_sources CONFIGURE_DEPENDS
      "${CMAKE_CURRENT_SOURCE_DIR}/src/*.rs")
 set(_mcshm_cargo_deps ${_mcshm_rust_sources} "${CMAKE_CURRENT_SOURCE_DIR}/Cargo.toml")
-if(EXISTS "${CMAKE_CURRENT_SOURCE_DIR}/Cargo.lock")
-  list(APPEND _mcshm_cargo_deps "${CMAKE_CURRENT_SOURCE_DIR}/Cargo.lock")
-endif()
+foreach(_f Cargo.lock build.rs)
+  if(EXISTS "${CMAKE_CURRENT_SOURCE_DIR}/${_f}")
+    list(APPEND _mcshm_cargo_deps "${CMAKE_CURRENT_SOURCE_DIR}/${_f}")
+  endif()
+endforeach()
 
 add_custom_command(
   OUTPUT "${MOONCAKE_SHM_STATICLIB}"
