@@ -81,8 +81,11 @@ uint64_t nextPow2(uint64_t v) {
   return p;
 }
 
-// One configuration; adds rows to rep. Returns false on error (already reported).
-bool runCount(Report& rep, uint32_t count, bool cold_miss, Medians& med) {
+// One configuration; adds rows to rep. Errors are reported in rep; returns
+// kFatal when the baseline itself failed (stop), kRustFailed when only the
+// Rust table did (the baseline rows are still valid).
+enum RunStatus { kOk, kRustFailed, kFatal };
+RunStatus runCount(Report& rep, uint32_t count, bool cold_miss, Medians& med) {
   const uint64_t seg_bytes = uint64_t(FLAGS_segment_size_mb) << 20;
   const uint64_t len = uint64_t(FLAGS_lookup_len);
   const std::string group = "segments=" + std::to_string(count);
@@ -97,7 +100,7 @@ bool runCount(Report& rep, uint32_t count, bool cold_miss, Medians& med) {
     if (!local[i]) {
       rep.error(group + ": baseline allocate of segment " + std::to_string(i) + " (" +
                 std::to_string(FLAGS_segment_size_mb) + " MiB): " + alloc.lastError());
-      return false;
+      return kFatal;
     }
   }
   std::printf("%s: created %u shm segments of %d MiB in %.1f ms\n", group.c_str(), count,
@@ -109,7 +112,7 @@ bool runCount(Report& rep, uint32_t count, bool cold_miss, Medians& med) {
   if (nslots < uint64_t(count) * 2) {
     rep.error(group + ": segment size too large for " + std::to_string(count) +
               " non-overlapping remote slots in a 46-bit space");
-    return false;
+    return kFatal;
   }
   std::vector<uint64_t> remote(count);
   {
@@ -201,14 +204,14 @@ bool runCount(Report& rep, uint32_t count, bool cold_miss, Medians& med) {
       return false;
     };
     if (!check("linear", fLinear(q), MCSHM_OK) || !check("map lower_bound", fMap(q), MCSHM_OK))
-      return false;
+      return kFatal;
     if (rust_ok) {
       void* out = nullptr;
       int32_t rc = mcshm_table_relocate(tp, 0, q.remote_addr, len, &out);
-      if (!check("mcshm_table_relocate", out, rc)) return false;
+      if (!check("mcshm_table_relocate", out, rc)) return kFatal;
       out = nullptr;
       rc = mcshm_table_resolve(tp, q.seg, q.offset, len, &out);
-      if (!check("mcshm_table_resolve", out, rc)) return false;
+      if (!check("mcshm_table_resolve", out, rc)) return kFatal;
     }
   }
 
@@ -268,7 +271,7 @@ bool runCount(Report& rep, uint32_t count, bool cold_miss, Medians& med) {
       uint64_t b = nowNs();
       if (!p) {
         rep.error(group + ": baseline miss path failed for segment " + std::to_string(i));
-        return false;
+        return kFatal;
       }
       s_miss.push_back(double(b - a));
       // Same object: a byte written through one mapping is seen through the other.
@@ -276,7 +279,7 @@ bool runCount(Report& rep, uint32_t count, bool cold_miss, Medians& med) {
       if (local[i][seg_bytes / 2 & ~uint64_t(4095)] != char(0x5a + i)) {
         rep.error(group + ": miss path mapped a different object for segment " +
                   std::to_string(i));
-        return false;
+        return kFatal;
       }
     }
     Row r;
@@ -289,7 +292,7 @@ bool runCount(Report& rep, uint32_t count, bool cold_miss, Medians& med) {
     r.extra.emplace_back("segments", count);
     rep.add(r);
   }
-  return rust_ok;
+  return rust_ok ? kOk : kRustFailed;
 }
 
 }  // namespace
@@ -322,7 +325,7 @@ int main(int argc, char** argv) {
 
   for (uint32_t c : counts) {
     Medians m;
-    bool ok = runCount(rep, c, FLAGS_cold_miss && !FLAGS_sweep, m);
+    RunStatus st = runCount(rep, c, FLAGS_cold_miss && !FLAGS_sweep, m);
     const std::string sfx = FLAGS_sweep ? "_n" + std::to_string(c) : "";
     if (m.linear > 0) rep.summary("linear_median_ns" + sfx, m.linear, "ns");
     if (m.map > 0) rep.summary("map_median_ns" + sfx, m.map, "ns");
@@ -331,7 +334,7 @@ int main(int argc, char** argv) {
       rep.summary("resolve_median_ns" + sfx, m.resolve, "ns");
       rep.summary("speedup_relocate_vs_linear" + sfx, m.linear / m.relocate, "x");
     }
-    if (!ok) break;
+    if (st == kFatal) break;
   }
   rep.note("times are ns per lookup: each sample is the mean of one batch; median/p99 over "
            "all batches of all passes; strategies alternate pass by pass");

@@ -213,14 +213,16 @@ int main(int argc, char** argv) {
     copyBytes(p_dst, p_src, size);
     copyBytes(a_dst.get(), a_src.get(), size);
     for (std::size_t s = 0; s < samples; ++s) {
+      // the last sample takes the remainder so exactly `transfers` copies run
+      const std::size_t reps = std::min(per_sample, transfers - s * per_sample);
       if (s % 2 == 0) {
-        s_pool.push_back(sample(p_dst, p_src, size, per_sample, stamp, &verify_failed));
-        s_anon.push_back(sample(a_dst.get(), a_src.get(), size, per_sample, stamp, &verify_failed));
+        s_pool.push_back(sample(p_dst, p_src, size, reps, stamp, &verify_failed));
+        s_anon.push_back(sample(a_dst.get(), a_src.get(), size, reps, stamp, &verify_failed));
       } else {
-        s_anon.push_back(sample(a_dst.get(), a_src.get(), size, per_sample, stamp, &verify_failed));
-        s_pool.push_back(sample(p_dst, p_src, size, per_sample, stamp, &verify_failed));
+        s_anon.push_back(sample(a_dst.get(), a_src.get(), size, reps, stamp, &verify_failed));
+        s_pool.push_back(sample(p_dst, p_src, size, reps, stamp, &verify_failed));
       }
-      stamp += per_sample;
+      stamp += reps;
     }
     if (verify_failed) {
       rep.error("VERIFY FAILED: destination differs from source at size " +
@@ -233,7 +235,7 @@ int main(int argc, char** argv) {
       std::snprintf(label, sizeof(label), "%zu MiB", size >> 20);
     else
       std::snprintf(label, sizeof(label), "%zu KiB", size >> 10);
-    const std::string note = std::to_string(samples * per_sample) + " transfers, batch " +
+    const std::string note = std::to_string(transfers) + " transfers, batch " +
                              std::to_string(per_sample);
     Row ra;
     ra.group = std::string("size ") + label;
@@ -243,7 +245,7 @@ int main(int argc, char** argv) {
     ra.throughput = double(size) / ra.stats.median;  // bytes/ns == GB/s
     ra.throughput_unit = "GB/s";
     ra.extra.emplace_back("size_bytes", double(size));
-    ra.extra.emplace_back("transfers", double(samples * per_sample));
+    ra.extra.emplace_back("transfers", double(transfers));
     Row rp = ra;
     rp.operation = std::string("pool ") + (FLAGS_use_memcpy ? "memcpy" : "std::copy");
     rp.stats = summarize(s_pool);
@@ -259,7 +261,7 @@ int main(int argc, char** argv) {
     anon_gbps_large = ra.throughput;
     min_ratio = std::min(min_ratio, ratio);
     std::printf("  %-8s pool %7.2f GB/s  anon %7.2f GB/s  ratio %.3f  (%zu transfers)\n", label,
-                rp.throughput, ra.throughput, ratio, samples * per_sample);
+                rp.throughput, ra.throughput, ratio, transfers);
     std::fflush(stdout);
   }
   rep.note(std::string("copy routine: ") + routine);
