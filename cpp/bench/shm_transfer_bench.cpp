@@ -270,6 +270,22 @@ int main(int argc, char** argv) {
            " KiB per sample; with --verify_data every copy is its own sample); GB/s = size / "
            "median latency (1 GB = 1e9 B)");
   rep.note("speedup column for pool rows = pool GB/s / anonymous GB/s (>= 0.95 is the target)");
+  {
+    // Anonymous memory may get transparent huge pages while shmem usually
+    // does not: worth knowing when reading the ratio of large copies.
+    auto readSys = [](const char* path) {
+      std::string v;
+      if (FILE* f = std::fopen(path, "r")) {
+        char buf[256];
+        if (std::fgets(buf, sizeof(buf), f)) v = buf;
+        std::fclose(f);
+      }
+      while (!v.empty() && (v.back() == '\n' || v.back() == ' ')) v.pop_back();
+      return v.empty() ? std::string("unknown") : v;
+    };
+    rep.note("THP anon: " + readSys("/sys/kernel/mm/transparent_hugepage/enabled") +
+             "; THP shmem: " + readSys("/sys/kernel/mm/transparent_hugepage/shmem_enabled"));
+  }
   if (FLAGS_max_bytes_per_size > 0)
     rep.note("transfers per size capped at max_bytes_per_size / size (--max_bytes_per_size=" +
              std::to_string(FLAGS_max_bytes_per_size) + ")");

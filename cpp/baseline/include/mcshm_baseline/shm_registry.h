@@ -11,7 +11,7 @@
 namespace mcshm_baseline {
 
 // Maximum number of simultaneously registered names.
-constexpr std::size_t kRegistryCapacity = 32768;
+constexpr std::size_t kRegistryCapacity = 65536;  // >= vm.max_map_count default
 // Maximum length of a registered name (excluding the terminating NUL).
 constexpr std::size_t kRegistryMaxName = 95;
 
