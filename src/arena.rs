@@ -182,7 +182,7 @@ const _: () = {
     assert!(align_of::<Record>() <= align_of::<ArenaSlot>());
     assert!(align_of::<Entry>() <= align_of::<ArenaSlot>());
     // Every u64 size maps to a first-level class below FL_COUNT.
-    assert!(((63 - GRANULE_LOG2) - SL_LOG2 + 1) as usize < FL_COUNT);
+    assert!((((63 - GRANULE_LOG2) - SL_LOG2 + 1) as usize) < FL_COUNT);
 };
 
 /// Class `(fl, sl)` whose range contains `size` (a multiple of the granule).
