@@ -1,0 +1,65 @@
+# Builds the Rust crate as a static library with the C ABI (feature `capi`)
+# and exposes it as mooncake_shm::mooncake_shm.
+#
+# Sets MOONCAKE_SHM_STATICLIB (path of the .a) in the including scope.
+
+find_program(CARGO_EXECUTABLE cargo HINTS "$ENV{CARGO_HOME}/bin" "$ENV{HOME}/.cargo/bin")
+if(NOT CARGO_EXECUTABLE)
+  message(FATAL_ERROR
+    "mooncake_shm: `cargo` was not found. The Rust core is built with cargo; "
+    "install a Rust toolchain (https://rustup.rs) or pass -DCARGO_EXECUTABLE=/path/to/cargo.")
+endif()
+
+# Release profile for Release/RelWithDebInfo/MinSizeRel and for an empty build
+# type; the debug profile only for Debug (and unknown custom types).
+set(_mcshm_bt "${CMAKE_BUILD_TYPE}")
+if(_mcshm_bt STREQUAL "" OR _mcshm_bt MATCHES "^(Release|RelWithDebInfo|MinSizeRel)$")
+  set(_mcshm_cargo_profile_flag "--release")
+  set(_mcshm_cargo_profile_dir "release")
+else()
+  set(_mcshm_cargo_profile_flag "")
+  set(_mcshm_cargo_profile_dir "debug")
+endif()
+
+set(MOONCAKE_SHM_CARGO_TARGET_DIR "${CMAKE_CURRENT_BINARY_DIR}/cargo")
+set(MOONCAKE_SHM_STATICLIB
+    "${MOONCAKE_SHM_CARGO_TARGET_DIR}/${_mcshm_cargo_profile_dir}/libmooncake_shm.a")
+
+file(GLOB_RECURSE _mcshm_rust_sources CONFIGURE_DEPENDS
+     "${CMAKE_CURRENT_SOURCE_DIR}/src/*.rs")
+set(_mcshm_cargo_deps ${_mcshm_rust_sources} "${CMAKE_CURRENT_SOURCE_DIR}/Cargo.toml")
+foreach(_f Cargo.lock build.rs)
+  if(EXISTS "${CMAKE_CURRENT_SOURCE_DIR}/${_f}")
+    list(APPEND _mcshm_cargo_deps "${CMAKE_CURRENT_SOURCE_DIR}/${_f}")
+  endif()
+endforeach()
+
+add_custom_command(
+  OUTPUT "${MOONCAKE_SHM_STATICLIB}"
+  COMMAND ${CMAKE_COMMAND} -E env "CARGO_TARGET_DIR=${MOONCAKE_SHM_CARGO_TARGET_DIR}"
+          "${CARGO_EXECUTABLE}" rustc --lib --features capi --crate-type staticlib
+          ${_mcshm_cargo_profile_flag}
+          --manifest-path "${CMAKE_CURRENT_SOURCE_DIR}/Cargo.toml"
+  DEPENDS ${_mcshm_cargo_deps}
+  WORKING_DIRECTORY "${CMAKE_CURRENT_SOURCE_DIR}"
+  COMMENT "cargo: building the mooncake_shm Rust staticlib (${_mcshm_cargo_profile_dir})"
+  USES_TERMINAL
+  VERBATIM)
+add_custom_target(mooncake_shm_cargo DEPENDS "${MOONCAKE_SHM_STATICLIB}")
+
+# The raw archive, as an imported target that depends on the cargo step.
+add_library(mooncake_shm_rust STATIC IMPORTED GLOBAL)
+set_target_properties(mooncake_shm_rust PROPERTIES
+  IMPORTED_LOCATION "${MOONCAKE_SHM_STATICLIB}")
+add_dependencies(mooncake_shm_rust mooncake_shm_cargo)
+
+# The public target: archive + headers + the native libs the staticlib needs
+# (`cargo rustc -- --print native-static-libs`: gcc_s util rt pthread m dl c;
+# gcc_s and c come with the C++ driver, util is empty on glibc >= 2.34).
+add_library(mooncake_shm INTERFACE)
+target_include_directories(mooncake_shm INTERFACE
+  "$<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/include>"
+  "$<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/cpp/include>")
+target_link_libraries(mooncake_shm INTERFACE
+  mooncake_shm_rust Threads::Threads ${CMAKE_DL_LIBS} m rt)
+add_library(mooncake_shm::mooncake_shm ALIAS mooncake_shm)

@@ -1,0 +1,304 @@
+// shm_transfer_bench: copy bandwidth between two buffers allocated in ONE
+// mooncake-shm pool (through the C ABI) vs between two anonymous mmap
+// buffers. Both sides are written once before timing; pool and anonymous
+// samples alternate to cancel drift. Small copies are timed in batches so a
+// sample lasts at least ~64 KiB of copying; each sample is the batch mean.
+#include <gflags/gflags.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <sys/mman.h>
+
+#include "bench_common.h"
+#include "mooncake_shm.h"
+
+DEFINE_int32(transfer_size_kb, 4, "Transfer size in KB (first size of the sweep)");
+DEFINE_int32(max_transfer_size_mb, 64, "Maximum transfer size for sweep in MB");
+DEFINE_int32(num_transfers, 1000, "Number of transfers per size");
+DEFINE_bool(use_memcpy, true,
+            "Use memcpy for transfers (false: std::copy over uint64_t words; the crate has no "
+            "copy routine of its own)");
+DEFINE_bool(verify_data, false, "Verify every byte after each transfer");
+DEFINE_uint64(max_bytes_per_size, 8ULL << 30,
+              "Cap on bytes copied per size and side: transfers = min(num_transfers, "
+              "max_bytes_per_size / size) so the default sweep stays well under a minute "
+              "(0 = no cap)");
+DEFINE_string(json, "", "Also write the results as JSON to this file");
+DEFINE_uint64(seed, 42, "Seed of the data pattern");
+DEFINE_int32(min_batch_kb, 64, "Small copies are batched so one sample copies >= this many KiB");
+
+namespace {
+
+using mcshm_bench::nowNs;
+using mcshm_bench::Report;
+using mcshm_bench::Row;
+using mcshm_bench::Stats;
+using mcshm_bench::summarize;
+
+constexpr const char* kBench = "shm_transfer_bench";
+
+inline void copyBytes(char* dst, const char* src, std::size_t n) {
+  if (FLAGS_use_memcpy) {
+    std::memcpy(dst, src, n);
+  } else {
+    const uint64_t* s = reinterpret_cast<const uint64_t*>(src);
+    std::copy(s, s + n / 8, reinterpret_cast<uint64_t*>(dst));
+    std::memcpy(dst + (n & ~std::size_t(7)), src + (n & ~std::size_t(7)), n & 7);
+  }
+}
+
+void fillPattern(char* p, std::size_t n, uint64_t seed) {
+  uint64_t x = seed | 1;
+  uint64_t* w = reinterpret_cast<uint64_t*>(p);
+  for (std::size_t i = 0; i < n / 8; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    w[i] = x;
+  }
+}
+
+struct AnonBuffer {
+  void* p = MAP_FAILED;
+  std::size_t n = 0;
+  ~AnonBuffer() {
+    if (p != MAP_FAILED) ::munmap(p, n);
+  }
+  bool map(std::size_t bytes) {
+    n = bytes;
+    p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p != MAP_FAILED;
+  }
+  char* get() const { return static_cast<char*>(p); }
+};
+
+// One timed sample: `reps` copies of `size` bytes; returns ns per copy.
+// With verify, every copy is checked byte for byte (outside the timed part),
+// after stamping the source so that a stale destination cannot pass.
+double sample(char* dst, char* src, std::size_t size, std::size_t reps, uint64_t stamp,
+              bool* verify_failed) {
+  if (!FLAGS_verify_data) {
+    uint64_t t0 = nowNs();
+    for (std::size_t r = 0; r < reps; ++r) {
+      copyBytes(dst, src, size);
+      mcshm_bench::clobberMemory();
+    }
+    return double(nowNs() - t0) / double(reps);
+  }
+  uint64_t total = 0;
+  for (std::size_t r = 0; r < reps; ++r) {
+    std::memcpy(src, &stamp, sizeof(stamp));
+    std::memcpy(src + size - sizeof(stamp), &stamp, sizeof(stamp));
+    ++stamp;
+    uint64_t t0 = nowNs();
+    copyBytes(dst, src, size);
+    mcshm_bench::clobberMemory();
+    total += nowNs() - t0;
+    if (std::memcmp(dst, src, size) != 0) *verify_failed = true;
+  }
+  return double(total) / double(reps);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  gflags::SetUsageMessage("SHM transfer: memcpy inside a mooncake-shm pool vs anonymous memory");
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  mcshm_bench::benchInit(kBench, argc, argv);
+  Report rep(kBench);
+
+  if (FLAGS_transfer_size_kb <= 0 || FLAGS_max_transfer_size_mb <= 0 ||
+      FLAGS_num_transfers <= 0 ||
+      uint64_t(FLAGS_transfer_size_kb) * 1024 > (uint64_t(FLAGS_max_transfer_size_mb) << 20)) {
+    rep.error("invalid flags: need 0 < transfer_size_kb*1024 <= max_transfer_size_mb*2^20 and "
+              "num_transfers > 0");
+    rep.printSummary();
+    return 1;
+  }
+  const std::size_t max_size = std::size_t(FLAGS_max_transfer_size_mb) << 20;
+  std::vector<std::size_t> sizes;
+  for (std::size_t s = std::size_t(FLAGS_transfer_size_kb) * 1024; s <= max_size; s *= 2)
+    sizes.push_back(s);
+
+  const char* routine =
+      FLAGS_use_memcpy ? "memcpy" : "std::copy over uint64_t words (no crate copy routine)";
+  std::printf("copy routine: %s; verify_data=%s\n", routine, FLAGS_verify_data ? "true" : "false");
+  rep.config("transfer_size_kb", FLAGS_transfer_size_kb);
+  rep.config("max_transfer_size_mb", FLAGS_max_transfer_size_mb);
+  rep.config("num_transfers", FLAGS_num_transfers);
+  rep.config("use_memcpy", FLAGS_use_memcpy ? "true" : "false");
+  rep.config("copy_routine", routine);
+  rep.config("verify_data", FLAGS_verify_data ? "true" : "false");
+  rep.config("max_bytes_per_size", double(FLAGS_max_bytes_per_size));
+  rep.config("seed", double(FLAGS_seed));
+
+  auto finish = [&]() {
+    rep.printTable();
+    if (std::size_t n = mcshm_bench::countLeftovers())
+      rep.error(std::to_string(n) + " shm object(s) of this process still in /dev/shm");
+    rep.printSummary();
+    if (!rep.writeJson(FLAGS_json)) return 1;
+    return rep.ok() ? 0 : 1;
+  };
+
+  // Anonymous side.
+  AnonBuffer a_src, a_dst;
+  if (!a_src.map(max_size) || !a_dst.map(max_size)) {
+    rep.error(std::string("anonymous mmap of ") + std::to_string(max_size) + " bytes: " +
+              std::strerror(errno));
+    return finish();
+  }
+  // Pool side: src and dst from one pool.
+  const uint64_t slack = 2u << 20;
+  const uint64_t capacity = 2 * uint64_t(max_size) + slack;
+  mcshm_bench::Pool pool;
+  std::string err;
+  std::printf("pool: %llu MiB, MCSHM_POOL_PREFAULT; anonymous: 2 x %zu MiB\n",
+              static_cast<unsigned long long>(capacity >> 20), max_size >> 20);
+  if (pool.create("xfer", capacity, MCSHM_POOL_PREFAULT, 0, &err) != MCSHM_OK) {
+    rep.error("pool: " + err);
+    return finish();
+  }
+  uint64_t off_src = 0, off_dst = 0;
+  int32_t rc = mcshm_pool_alloc(pool.get(), max_size, 4096, &off_src);
+  if (rc == MCSHM_OK) rc = mcshm_pool_alloc(pool.get(), max_size, 4096, &off_dst);
+  if (rc != MCSHM_OK) {
+    rep.error("pool: " + mcshm_bench::describeError("mcshm_pool_alloc", rc));
+    return finish();
+  }
+  char* p_src = nullptr;
+  char* p_dst = nullptr;
+  {
+    void* v = nullptr;
+    rc = mcshm_pool_ptr(pool.get(), off_src, max_size, &v);
+    p_src = static_cast<char*>(v);
+    if (rc == MCSHM_OK) {
+      rc = mcshm_pool_ptr(pool.get(), off_dst, max_size, &v);
+      p_dst = static_cast<char*>(v);
+    }
+    if (rc != MCSHM_OK) {
+      rep.error("pool: " + mcshm_bench::describeError("mcshm_pool_ptr", rc));
+      return finish();
+    }
+  }
+
+  // Prefault: write every byte once on both sides.
+  fillPattern(p_src, max_size, FLAGS_seed);
+  fillPattern(a_src.get(), max_size, FLAGS_seed);
+  std::memset(p_dst, 0, max_size);
+  std::memset(a_dst.get(), 0, max_size);
+
+  bool verify_failed = false;
+  uint64_t stamp = FLAGS_seed * 1000003;
+  double ratio_small = 0, ratio_large = 0, min_ratio = 1e9;
+  double pool_gbps_large = 0, anon_gbps_large = 0;
+  for (std::size_t size : sizes) {
+    std::size_t transfers = std::size_t(FLAGS_num_transfers);
+    if (FLAGS_max_bytes_per_size > 0)
+      transfers = std::max<std::size_t>(
+          1, std::min<std::size_t>(transfers, FLAGS_max_bytes_per_size / size));
+    const std::size_t min_batch = std::size_t(std::max(1, FLAGS_min_batch_kb)) * 1024;
+    std::size_t per_sample = FLAGS_verify_data ? 1 : std::max<std::size_t>(1, min_batch / size);
+    per_sample = std::min(per_sample, transfers);
+    const std::size_t samples = (transfers + per_sample - 1) / per_sample;
+
+    std::vector<double> s_pool, s_anon;
+    s_pool.reserve(samples);
+    s_anon.reserve(samples);
+    // one untimed warm-up copy each
+    copyBytes(p_dst, p_src, size);
+    copyBytes(a_dst.get(), a_src.get(), size);
+    for (std::size_t s = 0; s < samples; ++s) {
+      // the last sample takes the remainder so exactly `transfers` copies run
+      const std::size_t reps = std::min(per_sample, transfers - s * per_sample);
+      if (s % 2 == 0) {
+        s_pool.push_back(sample(p_dst, p_src, size, reps, stamp, &verify_failed));
+        s_anon.push_back(sample(a_dst.get(), a_src.get(), size, reps, stamp, &verify_failed));
+      } else {
+        s_anon.push_back(sample(a_dst.get(), a_src.get(), size, reps, stamp, &verify_failed));
+        s_pool.push_back(sample(p_dst, p_src, size, reps, stamp, &verify_failed));
+      }
+      stamp += reps;
+    }
+    if (verify_failed) {
+      rep.error("VERIFY FAILED: destination differs from source at size " +
+                std::to_string(size));
+      break;
+    }
+
+    char label[64];
+    if (size >= (1u << 20))
+      std::snprintf(label, sizeof(label), "%zu MiB", size >> 20);
+    else
+      std::snprintf(label, sizeof(label), "%zu KiB", size >> 10);
+    const std::string note = std::to_string(transfers) + " transfers, batch " +
+                             std::to_string(per_sample);
+    Row ra;
+    ra.group = std::string("size ") + label;
+    ra.operation = std::string("anonymous mmap ") + (FLAGS_use_memcpy ? "memcpy" : "std::copy");
+    ra.stats = summarize(s_anon);
+    ra.unit_note = note;
+    ra.throughput = double(size) / ra.stats.median;  // bytes/ns == GB/s
+    ra.throughput_unit = "GB/s";
+    ra.extra.emplace_back("size_bytes", double(size));
+    ra.extra.emplace_back("transfers", double(transfers));
+    Row rp = ra;
+    rp.operation = std::string("pool ") + (FLAGS_use_memcpy ? "memcpy" : "std::copy");
+    rp.stats = summarize(s_pool);
+    rp.throughput = double(size) / rp.stats.median;
+    const double ratio = rp.throughput / ra.throughput;
+    rp.speedup = ratio;
+    rp.extra.emplace_back("ratio_pool_over_anon", ratio);
+    rep.add(ra);
+    rep.add(rp);
+    if (ratio_small == 0) ratio_small = ratio;
+    ratio_large = ratio;
+    pool_gbps_large = rp.throughput;
+    anon_gbps_large = ra.throughput;
+    min_ratio = std::min(min_ratio, ratio);
+    std::printf("  %-8s pool %7.2f GB/s  anon %7.2f GB/s  ratio %.3f  (%zu transfers)\n", label,
+                rp.throughput, ra.throughput, ratio, transfers);
+    std::fflush(stdout);
+  }
+  rep.note(std::string("copy routine: ") + routine);
+  rep.note("latency = median over samples of the mean copy time within a sample (small sizes "
+           "are batched to >= " + std::to_string(FLAGS_min_batch_kb) +
+           " KiB per sample; with --verify_data every copy is its own sample); GB/s = size / "
+           "median latency (1 GB = 1e9 B)");
+  rep.note("speedup column for pool rows = pool GB/s / anonymous GB/s (>= 0.95 is the target)");
+  {
+    // Anonymous memory may get transparent huge pages while shmem usually
+    // does not: worth knowing when reading the ratio of large copies.
+    auto readSys = [](const char* path) {
+      std::string v;
+      if (FILE* f = std::fopen(path, "r")) {
+        char buf[256];
+        if (std::fgets(buf, sizeof(buf), f)) v = buf;
+        std::fclose(f);
+      }
+      while (!v.empty() && (v.back() == '\n' || v.back() == ' ')) v.pop_back();
+      return v.empty() ? std::string("unknown") : v;
+    };
+    rep.note("THP anon: " + readSys("/sys/kernel/mm/transparent_hugepage/enabled") +
+             "; THP shmem: " + readSys("/sys/kernel/mm/transparent_hugepage/shmem_enabled"));
+  }
+  if (FLAGS_max_bytes_per_size > 0)
+    rep.note("transfers per size capped at max_bytes_per_size / size (--max_bytes_per_size=" +
+             std::to_string(FLAGS_max_bytes_per_size) + ")");
+
+  if (rep.ok()) {
+    rep.summaryText("copy_routine", FLAGS_use_memcpy ? "memcpy" : "std::copy_u64");
+    rep.summary("ratio_pool_over_anon_smallest_size", ratio_small);
+    rep.summary("ratio_pool_over_anon_largest_size", ratio_large);
+    rep.summary("ratio_pool_over_anon_min", min_ratio);
+    rep.summary("pool_gbps_largest_size", pool_gbps_large, "GB/s");
+    rep.summary("anon_gbps_largest_size", anon_gbps_large, "GB/s");
+    if (FLAGS_verify_data) rep.summaryText("verify_data", "passed");
+  }
+  pool.reset();
+  return finish();
+}
