@@ -1,0 +1,314 @@
+//! The arena against a shadow model.
+//!
+//! The input decodes into a capacity, a record budget (`max_blocks`) and a
+//! sequence of operations. Every operation runs on a real [`Arena`] and on a
+//! model that only knows the live blocks (`BTreeMap<start, rounded size>`).
+//! Because the arena keeps no two free blocks adjacent, the model also knows
+//! its free blocks exactly: they are the maximal gaps between live blocks.
+//! That makes every answer checkable:
+//!
+//! - a successful `alloc` is aligned, inside the capacity, overlaps no live
+//!   block, and `usable_size` reports the request rounded up to the granule;
+//! - a failed `alloc` returns the error its arguments call for (`ZeroSize`,
+//!   `TooLarge`, `BadAlignment`), or `Exhausted` / `MetadataFull` and then
+//!   leaves the stats untouched; `MetadataFull` only when fewer than two
+//!   records are spare; a default-aligned `Exhausted` only when no free block
+//!   reaches the request rounded up to its size class (TLSF good fit);
+//! - `free` / `usable_size` of a live start succeed; of the start of a free
+//!   block report `DoubleFree`; of anything else `InvalidOffset`, and never
+//!   change anything;
+//! - after every operation the stats equal the model's (`live`, `in_use`,
+//!   `free`, `largest_free` = the largest gap);
+//! - after freeing everything, `largest_free == capacity` and a
+//!   whole-capacity allocation lands at 0.
+#![no_main]
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use mooncake_shm::arena::{Arena, ArenaSlot, ArenaStats, GRANULE, MAX_CAPACITY};
+use mooncake_shm::Error;
+use std::collections::BTreeMap;
+
+#[derive(Arbitrary, Debug)]
+enum Capacity {
+    /// Granules: small arenas fill up quickly.
+    Granules(u16),
+    Bytes(u32),
+    Pow2(u8),
+    /// Anything, including zero and values above `MAX_CAPACITY`.
+    Raw(u64),
+}
+
+#[derive(Arbitrary, Debug)]
+enum Size {
+    Tiny(u8),
+    Medium(u16),
+    /// `2^k` plus a small signed delta (class boundaries).
+    Pow2(u8, i8),
+    /// A fraction (of 65536) of the capacity.
+    Frac(u16),
+    /// Capacity plus a small signed delta.
+    NearCap(i8),
+    Raw(u64),
+}
+
+#[derive(Arbitrary, Debug)]
+enum Align {
+    Default,
+    Pow2(u8),
+    Raw(u64),
+}
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    Alloc(Size, Align),
+    /// Free the n-th live block (by address order).
+    FreeLive(u16),
+    /// Free an arbitrary offset (mostly not a live start).
+    FreeOffset(u64),
+    /// Free a granule-aligned offset inside the capacity.
+    FreeGranule(u32),
+    /// Free the most recently freed offset again.
+    FreeAgain,
+    UsableSize(u64),
+    /// `usable_size` of the n-th live block.
+    UsableLive(u16),
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    capacity: Capacity,
+    max_blocks: u8,
+    ops: Vec<Op>,
+}
+
+fn align_up(x: u64, a: u64) -> u64 {
+    (x + (a - 1)) & !(a - 1)
+}
+
+/// `size` (a multiple of the granule) rounded up to its TLSF class boundary:
+/// 32 linear classes per power of two, exact below 32 granules.
+fn round_to_class(size: u64) -> u64 {
+    let u = size / GRANULE;
+    if u < 32 {
+        return size;
+    }
+    let f = 63 - u.leading_zeros();
+    let m = (1u64 << (f - 5)) - 1;
+    ((u + m) & !m) * GRANULE
+}
+
+struct Model {
+    cap: u64,
+    live: BTreeMap<u64, u64>,
+}
+
+impl Model {
+    /// Free blocks as `(start, len)`: the maximal gaps between live blocks.
+    fn gaps(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut end = 0;
+        for (&o, &s) in &self.live {
+            if o > end {
+                out.push((end, o - end));
+            }
+            end = o + s;
+        }
+        if self.cap > end {
+            out.push((end, self.cap - end));
+        }
+        out
+    }
+
+    fn in_use(&self) -> u64 {
+        self.live.values().sum()
+    }
+
+    fn expected_stats(&self) -> ArenaStats {
+        let in_use = self.in_use();
+        ArenaStats {
+            capacity: self.cap,
+            in_use,
+            free: self.cap - in_use,
+            largest_free: self.gaps().iter().map(|g| g.1).max().unwrap_or(0),
+            live: self.live.len() as u64,
+        }
+    }
+
+    /// What `free(offset)` / `usable_size(offset)` must answer.
+    fn expected_lookup(&self, offset: u64) -> Result<u64, Error> {
+        if let Some(&s) = self.live.get(&offset) {
+            return Ok(s);
+        }
+        if self.gaps().iter().any(|g| g.0 == offset) {
+            Err(Error::DoubleFree)
+        } else {
+            Err(Error::InvalidOffset)
+        }
+    }
+
+    fn nth_live(&self, n: u16) -> Option<u64> {
+        if self.live.is_empty() {
+            return None;
+        }
+        self.live.keys().nth(n as usize % self.live.len()).copied()
+    }
+}
+
+fuzz_target!(|input: Input| {
+    let raw_cap = match input.capacity {
+        Capacity::Granules(g) => g as u64 * GRANULE,
+        Capacity::Bytes(b) => b as u64,
+        Capacity::Pow2(k) => 1u64 << (k % 64),
+        Capacity::Raw(r) => r,
+    };
+    let max_blocks = (input.max_blocks as usize % 64) + 1;
+    let mut storage = vec![ArenaSlot::EMPTY; Arena::<&mut [ArenaSlot]>::slots_for(max_blocks)];
+    let cap = raw_cap & !(GRANULE - 1);
+    let arena = match Arena::new(raw_cap, &mut storage[..]) {
+        Ok(a) => {
+            assert!(cap != 0 && cap <= MAX_CAPACITY, "accepted capacity {raw_cap}");
+            a
+        }
+        Err(e) => {
+            assert_eq!(e, Error::InvalidArgument);
+            assert!(cap == 0 || cap > MAX_CAPACITY, "rejected capacity {raw_cap}");
+            return;
+        }
+    };
+    assert_eq!(arena.capacity(), cap);
+    let records = arena.max_blocks();
+    assert!(records >= max_blocks);
+
+    let mut m = Model {
+        cap,
+        live: BTreeMap::new(),
+    };
+    let mut last_freed: Option<u64> = None;
+
+    for op in input.ops.iter().take(512) {
+        match *op {
+            Op::Alloc(ref size, ref align) => {
+                let size = match *size {
+                    Size::Tiny(s) => s as u64,
+                    Size::Medium(s) => s as u64,
+                    Size::Pow2(k, d) => (1u64 << (k % 64)).wrapping_add(d as i64 as u64),
+                    Size::Frac(f) => ((cap as u128 * f as u128) >> 16) as u64,
+                    Size::NearCap(d) => cap.wrapping_add(d as i64 as u64),
+                    Size::Raw(r) => r,
+                };
+                let align = match *align {
+                    Align::Default => 0,
+                    Align::Pow2(k) => 1u64 << (k % 14),
+                    Align::Raw(r) => r,
+                };
+                let before = arena.stats();
+                let res = arena.alloc(size, align);
+                let eff_align = align.max(GRANULE);
+                let align_ok = align == 0
+                    || (align.is_power_of_two() && align <= Arena::<&mut [ArenaSlot]>::MAX_ALIGN);
+                match res {
+                    Ok(o) => {
+                        assert!(size != 0 && size <= cap && align_ok, "bad args accepted");
+                        let rsize = align_up(size, GRANULE);
+                        assert_eq!(o % eff_align, 0, "misaligned: {o} for align {align}");
+                        assert!(o < cap && rsize <= cap - o, "outside capacity");
+                        if let Some((&po, &ps)) = m.live.range(..o).next_back() {
+                            assert!(po + ps <= o, "overlaps live block at {po}");
+                        }
+                        if let Some((&no, _)) = m.live.range(o..).next() {
+                            assert!(o + rsize <= no, "overlaps live block at {no}");
+                        }
+                        m.live.insert(o, rsize);
+                        assert!(
+                            m.live.len() + m.gaps().len() <= records,
+                            "more blocks than records"
+                        );
+                        assert_eq!(arena.usable_size(o), Ok(rsize));
+                    }
+                    Err(Error::ZeroSize) => assert_eq!(size, 0),
+                    // Checked in this order: size, alignment, capacity.
+                    Err(Error::BadAlignment) => assert!(size != 0 && !align_ok),
+                    Err(Error::TooLarge) => assert!(size != 0 && align_ok && size > cap),
+                    Err(e @ (Error::Exhausted | Error::MetadataFull)) => {
+                        assert!(size != 0 && size <= cap && align_ok, "{e:?} for bad args");
+                        assert_eq!(arena.stats(), before, "failed alloc changed state");
+                        if e == Error::MetadataFull {
+                            let used = m.live.len() + m.gaps().len();
+                            assert!(
+                                records < used + 2,
+                                "MetadataFull with {} spare records",
+                                records - used
+                            );
+                        } else if align <= GRANULE {
+                            let rsize = align_up(size, GRANULE);
+                            assert!(
+                                before.largest_free < round_to_class(rsize),
+                                "Exhausted for {rsize} with a free block of {}",
+                                before.largest_free
+                            );
+                        }
+                    }
+                    Err(e) => panic!("alloc({size}, {align}): unexpected {e:?}"),
+                }
+            }
+            Op::FreeLive(n) => {
+                if let Some(o) = m.nth_live(n) {
+                    assert_eq!(arena.free(o), Ok(()));
+                    m.live.remove(&o);
+                    last_freed = Some(o);
+                }
+            }
+            Op::FreeOffset(o) => check_free(&arena, &mut m, o, &mut last_freed),
+            Op::FreeGranule(g) => {
+                let o = (g as u64 * GRANULE) % cap;
+                check_free(&arena, &mut m, o, &mut last_freed)
+            }
+            Op::FreeAgain => {
+                if let Some(o) = last_freed {
+                    check_free(&arena, &mut m, o, &mut last_freed)
+                }
+            }
+            Op::UsableSize(o) => {
+                assert_eq!(arena.usable_size(o), m.expected_lookup(o), "usable_size({o})")
+            }
+            Op::UsableLive(n) => {
+                if let Some(o) = m.nth_live(n) {
+                    assert_eq!(arena.usable_size(o), m.expected_lookup(o));
+                }
+            }
+        }
+        assert_eq!(arena.stats(), m.expected_stats(), "after {op:?}");
+    }
+
+    for o in core::mem::take(&mut m.live).into_keys() {
+        assert_eq!(arena.free(o), Ok(()));
+    }
+    let st = arena.stats();
+    assert_eq!((st.live, st.in_use, st.free, st.largest_free), (0, 0, cap, cap));
+    assert_eq!(arena.alloc(cap, 0), Ok(0), "whole-capacity allocation");
+    assert_eq!(arena.free(0), Ok(()));
+});
+
+/// `free(o)` must do exactly what the model says, and change nothing on error.
+fn check_free(
+    arena: &Arena<&mut [ArenaSlot]>,
+    m: &mut Model,
+    o: u64,
+    last_freed: &mut Option<u64>,
+) {
+    let expected = m.expected_lookup(o);
+    let before = arena.stats();
+    let got = arena.free(o);
+    match expected {
+        Ok(_) => {
+            assert_eq!(got, Ok(()), "free({o}) of a live block");
+            m.live.remove(&o);
+            *last_freed = Some(o);
+        }
+        Err(e) => {
+            assert_eq!(got, Err(e), "free({o})");
+            assert_eq!(arena.stats(), before, "failed free changed state");
+        }
+    }
+}
