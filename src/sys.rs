@@ -373,3 +373,7 @@ impl<T: ZeroValid> core::fmt::Debug for AnonMap<T> {
             .finish()
     }
 }
+
+// SAFETY: an `AnonMap` derefs to its one private mapping with its fixed
+// length on every call, and nothing but the owner's borrows writes to it.
+unsafe impl crate::arena::ArenaStorage for AnonMap<crate::arena::ArenaSlot> {}
