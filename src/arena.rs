@@ -74,6 +74,7 @@
 
 use crate::{Error, Result, ZeroValid};
 use core::cell::UnsafeCell;
+use core::marker::PhantomData;
 use core::ops::DerefMut;
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -104,8 +105,9 @@ const CLASSES: usize = FL_COUNT * SL_COUNT;
 const NIL: u32 = u32::MAX;
 /// Largest record count (indices must stay below [`NIL`]).
 const MAX_RECORDS: usize = (NIL - 1) as usize;
-/// Free flag, kept in the top bit of a record's size (sizes are <= 2^62).
-const FREE_BIT: u64 = 1 << 63;
+/// Free flag, kept in the lowest bit of a record's size (sizes are
+/// multiples of the granule; a small immediate masks it off).
+const FREE_BIT: u64 = 1;
 /// Key of an empty hash entry (never a valid offset: offsets are < 2^62).
 const EMPTY_KEY: u64 = u64::MAX;
 /// How many blocks of the request's own class the exhaustion fallback looks at.
@@ -348,10 +350,15 @@ fn layout_for_len(len: usize) -> Option<(usize, usize)> {
 /// spare list.
 struct Tlsf<'a> {
     ctl: &'a mut Control,
-    recs: &'a mut [Record],
-    tab: &'a mut [Entry],
-    /// `64 - log2(tab.len())`.
+    /// `nrec` records, disjoint from `ctl` and `tab`, borrowed for `'a`.
+    recs: *mut Record,
+    /// `ntab` entries, disjoint from `ctl` and `recs`, borrowed for `'a`.
+    tab: *mut Entry,
+    nrec: usize,
+    ntab: usize,
+    /// `64 - log2(ntab)`.
     shift: u32,
+    _borrow: PhantomData<&'a mut [ArenaSlot]>,
 }
 
 impl Tlsf<'_> {
@@ -359,32 +366,46 @@ impl Tlsf<'_> {
 
     #[inline(always)]
     fn rec(&self, i: u32) -> &Record {
-        debug_assert!((i as usize) < self.recs.len());
-        // SAFETY: record indices in the metadata are < recs.len() and never
-        // NIL here (struct invariant).
-        unsafe { self.recs.get_unchecked(i as usize) }
+        debug_assert!((i as usize) < self.nrec);
+        // SAFETY: record indices in the metadata are < nrec and never NIL
+        // here (struct invariant), so this is one of the `nrec` records
+        // `recs` points to, which `self` borrows (shared here).
+        unsafe { &*self.recs.add(i as usize) }
     }
 
     #[inline(always)]
     fn rec_mut(&mut self, i: u32) -> &mut Record {
-        debug_assert!((i as usize) < self.recs.len());
-        // SAFETY: as in `rec`.
-        unsafe { self.recs.get_unchecked_mut(i as usize) }
+        debug_assert!((i as usize) < self.nrec);
+        // SAFETY: as in `rec`; `&mut self` makes the access exclusive.
+        unsafe { &mut *self.recs.add(i as usize) }
     }
 
     #[inline(always)]
     fn ent(&self, pos: usize) -> &Entry {
-        debug_assert!(pos < self.tab.len());
-        // SAFETY: positions are `home()` (< tab.len() by the shift) or
-        // reduced with `& (tab.len() - 1)` (struct invariant).
-        unsafe { self.tab.get_unchecked(pos) }
+        debug_assert!(pos < self.ntab);
+        // SAFETY: positions are `home()` (< ntab by the shift) or reduced
+        // with `& (ntab - 1)` (struct invariant): one of the `ntab` entries
+        // `tab` points to, which `self` borrows.
+        unsafe { &*self.tab.add(pos) }
     }
 
     #[inline(always)]
     fn ent_mut(&mut self, pos: usize) -> &mut Entry {
-        debug_assert!(pos < self.tab.len());
-        // SAFETY: as in `ent`.
-        unsafe { self.tab.get_unchecked_mut(pos) }
+        debug_assert!(pos < self.ntab);
+        // SAFETY: as in `ent`; `&mut self` makes the access exclusive.
+        unsafe { &mut *self.tab.add(pos) }
+    }
+
+    /// All records (for initialization and checks).
+    fn recs(&mut self) -> &mut [Record] {
+        // SAFETY: `recs` points to `nrec` records borrowed by `self`.
+        unsafe { core::slice::from_raw_parts_mut(self.recs, self.nrec) }
+    }
+
+    /// The whole table (for initialization and checks).
+    fn tab(&mut self) -> &mut [Entry] {
+        // SAFETY: `tab` points to `ntab` entries borrowed by `self`.
+        unsafe { core::slice::from_raw_parts_mut(self.tab, self.ntab) }
     }
 
     // ---- records ----
@@ -478,16 +499,16 @@ impl Tlsf<'_> {
         }
     }
 
-    #[inline(never)]
+    #[inline(always)]
     fn resize_free_move(&mut self, i: u32, old_size: u64, new_size: u64) {
         self.unlink_free(i, class_of(old_size));
         self.push_free(i, new_size, class_of(new_size));
     }
 
-    /// Head of the smallest non-empty class at or above class `c`, with
-    /// its class.
+    /// Head of the smallest non-empty class at or above class `c`, or
+    /// [`NIL`].
     #[inline(always)]
-    fn find_suitable(&self, c: usize) -> Option<(u32, usize)> {
+    fn find_suitable(&self, c: usize) -> u32 {
         let c = c & (CLASSES - 1); // no-op: elides the bounds checks
         let (fl, sl) = (c >> SL_LOG2, c & (SL_COUNT - 1));
         let sl_map = self.ctl.sl_bitmap[fl] & (!0u32 << sl);
@@ -496,35 +517,41 @@ impl Tlsf<'_> {
         } else {
             let fl_map = self.ctl.fl_bitmap & (!0u64).checked_shl(fl as u32 + 1).unwrap_or(0);
             if fl_map == 0 {
-                return None;
+                return NIL;
             }
             let fl = fl_map.trailing_zeros() as usize & (FL_COUNT - 1);
             (fl << SL_LOG2) | (self.ctl.sl_bitmap[fl].trailing_zeros() as usize & (SL_COUNT - 1))
         };
-        Some((self.ctl.heads[c], c))
+        self.ctl.heads[c]
     }
 
     /// A free block whose end can hold `rsize` bytes starting at an
-    /// `align`-aligned offset, as `(record, its class, start)` with
-    /// `start = align_down(block_end - rsize, align)` inside the block.
+    /// `align`-aligned offset (`align_down(block_end - rsize, align)` lies
+    /// inside it), or [`NIL`].
     #[inline(always)]
-    fn find_block(&self, rsize: u64, align: u64) -> Option<(u32, usize, u64)> {
-        let search = rsize + (align - GRANULE);
-        if let Some((i, class)) = self.find_suitable(class_search(search)) {
-            // Every block of the class holds `search` bytes, so aligning
-            // `end - rsize` down (by at most `align - GRANULE`) stays inside.
-            let r = self.rec(i);
-            let end = r.offset + (r.size & !FREE_BIT);
-            return Some((i, class, (end - rsize) & !(align - 1)));
+    fn find_block(&self, rsize: u64, align: u64) -> u32 {
+        // Every block of the class found holds `search` bytes, so aligning
+        // `end - rsize` down (by at most `align - GRANULE`) stays inside.
+        let i = self.find_suitable(class_search(rsize + (align - GRANULE)));
+        if i != NIL {
+            return i;
         }
-        self.find_block_fallback(rsize, align)
+        Self::find_block_fallback(self.ctl, self.recs, self.nrec, rsize, align)
     }
 
     /// The rounded search failed; a block that fits may still sit in the
     /// class of the request itself (or of `search`, when aligning). Look at
-    /// the first few blocks of those lists.
+    /// the first few blocks of those lists. (Takes the parts it needs rather
+    /// than `&self`, so that the hot path keeps the view in registers.)
     #[cold]
-    fn find_block_fallback(&self, rsize: u64, align: u64) -> Option<(u32, usize, u64)> {
+    #[inline(never)]
+    fn find_block_fallback(
+        ctl: &Control,
+        recs: *const Record,
+        nrec: usize,
+        rsize: u64,
+        align: u64,
+    ) -> u32 {
         let search = rsize + (align - GRANULE);
         let first = class_of(rsize);
         let second = class_of(search);
@@ -532,22 +559,22 @@ impl Tlsf<'_> {
             if k == 1 && second == first {
                 break;
             }
-            let mut i = self.ctl.heads[class];
+            let mut i = ctl.heads[class];
             let mut n = 0;
             while i != NIL && n < FALLBACK_SCAN {
-                let r = self.rec(i);
+                debug_assert!((i as usize) < nrec);
+                // SAFETY: list links are record indices < nrec (the `Tlsf`
+                // invariant), and `recs` points to the view's nrec records.
+                let r = unsafe { &*recs.add(i as usize) };
                 let size = r.size & !FREE_BIT;
-                if size >= rsize {
-                    let start = (r.offset + size - rsize) & !(align - 1);
-                    if start >= r.offset {
-                        return Some((i, class, start));
-                    }
+                if size >= rsize && (r.offset + size - rsize) & !(align - 1) >= r.offset {
+                    return i;
                 }
                 i = r.next_free;
                 n += 1;
             }
         }
-        None
+        NIL
     }
 
     // ---- offset index ----
@@ -560,7 +587,7 @@ impl Tlsf<'_> {
     /// Table position holding `key`.
     #[inline(always)]
     fn index_find(&self, key: u64) -> Option<usize> {
-        let mask = self.tab.len() - 1;
+        let mask = self.ntab - 1;
         let mut pos = self.home(key);
         // The load factor is <= 1/2 (at most one entry per record), so an
         // empty entry ends every probe.
@@ -578,7 +605,7 @@ impl Tlsf<'_> {
 
     #[inline(always)]
     fn index_insert(&mut self, key: u64, idx: u32) {
-        let mask = self.tab.len() - 1;
+        let mask = self.ntab - 1;
         let mut pos = self.home(key);
         while self.ent(pos).key != EMPTY_KEY {
             pos = (pos + 1) & mask;
@@ -589,7 +616,7 @@ impl Tlsf<'_> {
     /// Empties position `pos`, shifting back the entries of its probe run.
     #[inline(always)]
     fn index_remove_at(&mut self, mut hole: usize) {
-        let mask = self.tab.len() - 1;
+        let mask = self.ntab - 1;
         let mut pos = (hole + 1) & mask;
         loop {
             let e = *self.ent(pos);
@@ -610,8 +637,9 @@ impl Tlsf<'_> {
 
     /// The error for an offset that is not the start of an allocated block.
     #[cold]
-    fn not_allocated(&self, offset: u64) -> Error {
-        if self.ctl.recent.contains(&offset) {
+    #[inline(never)]
+    fn not_allocated(recent: &[u64; RECENT_FREES], offset: u64) -> Error {
+        if recent.contains(&offset) {
             Error::DoubleFree
         } else {
             Error::InvalidOffset
@@ -621,7 +649,7 @@ impl Tlsf<'_> {
     // ---- operations ----
 
     fn init(&mut self, capacity: u64) {
-        let m = self.recs.len();
+        let m = self.nrec;
         self.ctl.fl_bitmap = 0;
         self.ctl.in_use = 0;
         self.ctl.live = 0;
@@ -629,14 +657,14 @@ impl Tlsf<'_> {
         self.ctl.recent = [EMPTY_KEY; RECENT_FREES];
         self.ctl.sl_bitmap = [0; FL_COUNT];
         self.ctl.heads = [NIL; CLASSES];
-        for e in self.tab.iter_mut() {
+        for e in self.tab().iter_mut() {
             *e = Entry {
                 key: EMPTY_KEY,
                 idx: NIL,
                 _pad: 0,
             };
         }
-        for (i, r) in self.recs.iter_mut().enumerate() {
+        for (i, r) in self.recs().iter_mut().enumerate() {
             let next = if i + 1 < m { (i + 1) as u32 } else { NIL };
             *r = Record {
                 offset: 0,
@@ -657,28 +685,33 @@ impl Tlsf<'_> {
     /// of the end of a free block.
     #[inline(always)]
     fn alloc(&mut self, rsize: u64, align: u64) -> Result<u64> {
-        let (i, class, start) = self.find_block(rsize, align).ok_or(Error::Exhausted)?;
+        let i = self.find_block(rsize, align);
+        if i == NIL {
+            return Err(Error::Exhausted);
+        }
         let Record {
             offset,
             size,
             next_phys,
             ..
         } = *self.rec(i);
-        let end = offset + (size & !FREE_BIT);
+        let size = size & !FREE_BIT;
+        let end = offset + size;
+        let start = (end - rsize) & !(align - 1);
         let extent = end - start;
         // < align <= MAX_ALIGN: fits a u32.
         let slack = (extent - rsize) as u32;
         let (n, prev_phys) = if start == offset {
             // The whole block: no split, no record needed.
-            self.unlink_free(i, class);
+            self.unlink_free(i, class_of(size));
             (i, self.rec(i).prev_phys)
         } else {
-            if self.ctl.spare_count == 0 {
+            if self.ctl.spare_head == NIL {
                 return Err(Error::MetadataFull);
             }
             // `i` keeps [offset, start) and stays free (usually in its
             // class); its successor, if any, is allocated.
-            self.resize_free(i, size & !FREE_BIT, start - offset);
+            self.resize_free(i, size, start - offset);
             let n = self.take_record();
             if next_phys != NIL {
                 self.rec_mut(next_phys).prev_phys = n;
@@ -703,7 +736,7 @@ impl Tlsf<'_> {
     #[inline(always)]
     fn free(&mut self, offset: u64) -> Result<()> {
         let Some(pos) = self.index_find(offset) else {
-            return Err(self.not_allocated(offset));
+            return Err(Self::not_allocated(&self.ctl.recent, offset));
         };
         let i = self.ent(pos).idx;
         self.index_remove_at(pos);
@@ -787,6 +820,8 @@ pub struct Arena<S: ArenaStorage> {
     capacity: u64,
     max_blocks: usize,
     table_len: usize,
+    /// `64 - log2(table_len)`, for the table's Fibonacci hash.
+    shift: u32,
 }
 
 // SAFETY: every access to `storage` goes through `Arena::locked`, which holds
@@ -795,6 +830,13 @@ pub struct Arena<S: ArenaStorage> {
 // remaining fields are immutable after `new`. `S: Send` because the storage
 // is effectively used from whichever thread holds the lock.
 unsafe impl<S: ArenaStorage + Send> Sync for Arena<S> {}
+
+/// The metadata view plus the lock that guards it. Fields drop in order:
+/// the view's borrow of the storage ends before the guard unlocks.
+struct Locked<'a> {
+    tlsf: Tlsf<'a>,
+    _guard: Guard<'a>,
+}
 
 /// Releases the arena's spinlock when dropped (also on unwind).
 struct Guard<'a>(&'a AtomicBool);
@@ -840,13 +882,15 @@ impl<S: ArenaStorage> Arena<S> {
         }
         let (max_blocks, table_len) =
             layout_for_len(storage.len()).ok_or(Error::InvalidArgument)?;
-        Self::view(&mut storage, max_blocks, table_len).init(capacity);
+        let shift = 64 - table_len.trailing_zeros();
+        Self::view(&mut storage, max_blocks, table_len, shift).init(capacity);
         Ok(Arena {
             lock: AtomicBool::new(false),
             storage: UnsafeCell::new(storage),
             capacity,
             max_blocks,
             table_len,
+            shift,
         })
     }
 
@@ -856,9 +900,10 @@ impl<S: ArenaStorage> Arena<S> {
     /// [`ArenaStorage`] guarantees it still has the length `new` saw, which
     /// `layout_for_len` fitted the three parts into.
     #[inline(always)]
-    fn view(slots: &mut [ArenaSlot], max_blocks: usize, table_len: usize) -> Tlsf<'_> {
-        let (recs_at, tab_at) = (CTL_SLOTS, CTL_SLOTS + max_blocks);
+    fn view(slots: &mut [ArenaSlot], max_blocks: usize, table_len: usize, shift: u32) -> Tlsf<'_> {
+        let tab_at = CTL_SLOTS + max_blocks;
         debug_assert!(slots.len() >= tab_at + table_len / 2);
+        debug_assert!(table_len.is_power_of_two() && shift == 64 - table_len.trailing_zeros());
         let base = slots.as_mut_ptr();
         // SAFETY: slots [0, CTL_SLOTS) span CTL_SLOTS * 32 >=
         // size_of::<Control>() bytes (in bounds: `layout_for_len` fitted the
@@ -866,29 +911,41 @@ impl<S: ArenaStorage> Arena<S> {
         // 8 >= align_of::<Control>() (const-asserted). Control is repr(C)
         // integers without padding, so every bit pattern is a valid value
         // and writes keep every byte of the slots initialized. The three
-        // views cover disjoint slot ranges and live no longer than `slots`,
+        // parts cover disjoint slot ranges and live no longer than `slots`,
         // an exclusive borrow.
         let ctl = unsafe { &mut *base.cast::<Control>() };
-        // SAFETY: as above, for slots [recs_at, tab_at): Record has the size
-        // and alignment of ArenaSlot, one record per slot.
-        let recs = unsafe {
-            core::slice::from_raw_parts_mut(base.add(recs_at).cast::<Record>(), max_blocks)
+        // SAFETY: in bounds as above: slots [CTL_SLOTS, tab_at) hold the
+        // records (Record has the size and alignment of ArenaSlot) and
+        // slots [tab_at, tab_at + table_len / 2) the entries (two 16-byte
+        // Entries per 32-byte slot, table_len is even).
+        let (recs, tab) = unsafe {
+            (
+                base.add(CTL_SLOTS).cast::<Record>(),
+                base.add(tab_at).cast::<Entry>(),
+            )
         };
-        // SAFETY: as above, for slots [tab_at, tab_at + table_len / 2): two
-        // 16-byte Entries per 32-byte slot (table_len is even).
-        let tab =
-            unsafe { core::slice::from_raw_parts_mut(base.add(tab_at).cast::<Entry>(), table_len) };
         Tlsf {
             ctl,
             recs,
             tab,
-            shift: 64 - table_len.trailing_zeros(),
+            nrec: max_blocks,
+            ntab: table_len,
+            shift,
+            _borrow: PhantomData,
         }
     }
 
     /// Runs `f` on the metadata with the lock held.
     #[inline(always)]
     fn locked<R>(&self, f: impl FnOnce(&mut Tlsf<'_>) -> R) -> R {
+        f(&mut self.lock().tlsf)
+    }
+
+    /// Takes the lock; the metadata view lives as long as the result, whose
+    /// drop releases the lock. (Hot paths use it directly rather than
+    /// through a closure so that everything inlines into the caller.)
+    #[inline(always)]
+    fn lock(&self) -> Locked<'_> {
         while self
             .lock
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -898,13 +955,16 @@ impl<S: ArenaStorage> Arena<S> {
                 core::hint::spin_loop();
             }
         }
-        let _guard = Guard(&self.lock);
+        let guard = Guard(&self.lock);
         // SAFETY: we hold the lock, so no other reference to the storage
-        // exists (only `locked` creates one, and `new`/`into_storage` own
-        // the arena); it ends before `_guard` releases the lock.
+        // exists (only `lock` creates one, and `new`/`into_storage` own the
+        // arena); it lives in the `Locked`, which drops it before its
+        // guard releases the lock.
         let storage = unsafe { &mut *self.storage.get() };
-        let mut tlsf = Self::view(storage, self.max_blocks, self.table_len);
-        f(&mut tlsf)
+        Locked {
+            tlsf: Self::view(storage, self.max_blocks, self.table_len, self.shift),
+            _guard: guard,
+        }
     }
 
     /// Allocates `size` bytes aligned to `align` and returns the offset of
@@ -934,7 +994,7 @@ impl<S: ArenaStorage> Arena<S> {
         let align = align.max(GRANULE);
         // No overflow: size <= capacity <= 2^62.
         let rsize = align_up(size, GRANULE);
-        self.locked(|t| t.alloc(rsize, align))
+        self.lock().tlsf.alloc(rsize, align)
     }
 
     /// Frees the block starting at `offset`. O(1); merges the block with
@@ -953,7 +1013,7 @@ impl<S: ArenaStorage> Arena<S> {
         if offset >= self.capacity || offset & (GRANULE - 1) != 0 {
             return Err(Error::InvalidOffset);
         }
-        self.locked(|t| t.free(offset))
+        self.lock().tlsf.free(offset)
     }
 
     /// Size in bytes of the allocated block at `offset` (the request rounded
@@ -967,7 +1027,7 @@ impl<S: ArenaStorage> Arena<S> {
         }
         self.locked(|t| {
             let Some(pos) = t.index_find(offset) else {
-                return Err(t.not_allocated(offset));
+                return Err(Tlsf::not_allocated(&t.ctl.recent, offset));
             };
             let r = t.rec(t.ent(pos).idx);
             Ok(r.size - r.prev_free as u64)
@@ -1009,17 +1069,17 @@ impl<S: ArenaStorage> Arena<S> {
     #[cfg(test)]
     fn check_invariants(&self) {
         self.locked(|t| {
-            let m = t.recs.len();
+            let m = t.nrec;
             // Physical chain from offset 0: the in-use record without a
             // physical predecessor.
             let mut i = (0..m)
-                .find(|&k| t.recs[k].size != 0 && t.recs[k].prev_phys == NIL)
+                .find(|&k| t.recs()[k].size != 0 && t.recs()[k].prev_phys == NIL)
                 .expect("no first block") as u32;
             let (mut end, mut blocks, mut free_blocks, mut in_use, mut live) = (0u64, 0, 0, 0, 0);
             let mut prev_free = false;
             let mut prev = NIL;
             while i != NIL {
-                let r = t.recs[i as usize];
+                let r = t.recs()[i as usize];
                 assert_eq!(r.offset, end, "blocks must be contiguous");
                 assert_eq!(r.prev_phys, prev);
                 let size = r.size & !FREE_BIT;
@@ -1032,7 +1092,7 @@ impl<S: ArenaStorage> Arena<S> {
                     free_blocks += 1;
                 } else {
                     let p = p.expect("allocated block not indexed");
-                    assert_eq!(t.tab[p].idx, i);
+                    assert_eq!(t.tab()[p].idx, i);
                     let slack = r.prev_free as u64;
                     assert!(slack < Self::MAX_ALIGN && slack % GRANULE == 0);
                     assert!(slack < size);
@@ -1061,15 +1121,15 @@ impl<S: ArenaStorage> Arena<S> {
                         assert!(t.is_free(j));
                         assert_eq!(mapping(t.size(j)), (fl, sl));
                         assert_eq!(class_of(t.size(j)), fl * SL_COUNT + sl);
-                        assert_eq!(t.recs[j as usize].prev_free, back);
+                        assert_eq!(t.recs()[j as usize].prev_free, back);
                         back = j;
-                        j = t.recs[j as usize].next_free;
+                        j = t.recs()[j as usize].next_free;
                         listed += 1;
                     }
                 }
             }
             assert_eq!(listed, free_blocks);
-            let keys = t.tab.iter().filter(|e| e.key != EMPTY_KEY).count();
+            let keys = t.tab().iter().filter(|e| e.key != EMPTY_KEY).count();
             assert_eq!(keys, live as usize);
         });
     }
