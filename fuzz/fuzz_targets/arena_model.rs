@@ -2,32 +2,36 @@
 //!
 //! The input decodes into a capacity, a record budget (`max_blocks`) and a
 //! sequence of operations. Every operation runs on a real [`Arena`] and on a
-//! model that only knows the live blocks (`BTreeMap<start, rounded size>`).
-//! Because the arena keeps no two free blocks adjacent, the model also knows
-//! its free blocks exactly: they are the maximal gaps between live blocks.
+//! model of its allocated blocks: `start -> (rounded size, extent end)`. The
+//! arena carves allocations from the *end* of a free block and keeps the
+//! alignment slack (under `align` bytes) with the allocated block, and it
+//! never leaves two free blocks adjacent, so the model knows its free blocks
+//! exactly: the maximal gaps between allocated extents. It also keeps the
+//! last [`RECENT_FREES`] freed offsets, as the arena does for double frees.
 //! That makes every answer checkable:
 //!
-//! - a successful `alloc` is aligned, inside the capacity, overlaps no live
-//!   block, and `usable_size` reports the request rounded up to the granule;
+//! - a successful `alloc` is aligned, inside the capacity, overlaps no
+//!   allocated extent, ends within `align` bytes of the free block's end, and
+//!   `usable_size` reports the request rounded up to the granule;
 //! - a failed `alloc` returns the error its arguments call for (`ZeroSize`,
-//!   `TooLarge`, `BadAlignment`), or `Exhausted` / `MetadataFull` and then
-//!   leaves the stats untouched; `MetadataFull` only when fewer than two
-//!   records are spare; a default-aligned `Exhausted` only when no free block
-//!   reaches the request rounded up to its size class (TLSF good fit);
-//! - `free` / `usable_size` of a live start succeed; of the start of a free
-//!   block report `DoubleFree`; of anything else `InvalidOffset`, and never
-//!   change anything;
+//!   `BadAlignment`, `TooLarge`, checked in that order), or `Exhausted` /
+//!   `MetadataFull` and then leaves the stats untouched; `MetadataFull` only
+//!   when no record is spare; a default-aligned `Exhausted` only when no free
+//!   block reaches the request rounded up to its size class (TLSF good fit);
+//! - `free` / `usable_size` of an allocated start succeed; of anything else
+//!   report `DoubleFree` if it is one of the last `RECENT_FREES` freed
+//!   offsets, `InvalidOffset` otherwise, and never change anything;
 //! - after every operation the stats equal the model's (`live`, `in_use`,
-//!   `free`, `largest_free` = the largest gap);
+//!   `free`, and `largest_free` = the largest gap);
 //! - after freeing everything, `largest_free == capacity` and a
 //!   whole-capacity allocation lands at 0.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use mooncake_shm::arena::{Arena, ArenaSlot, ArenaStats, GRANULE, MAX_CAPACITY};
+use mooncake_shm::arena::{Arena, ArenaSlot, ArenaStats, GRANULE, MAX_CAPACITY, RECENT_FREES};
 use mooncake_shm::Error;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 #[derive(Arbitrary, Debug)]
 enum Capacity {
@@ -70,6 +74,9 @@ enum Op {
     FreeGranule(u32),
     /// Free the most recently freed offset again.
     FreeAgain,
+    /// Free an older freed offset again (from the model's history, which
+    /// reaches past the arena's window).
+    FreeRecent(u8),
     UsableSize(u64),
     /// `usable_size` of the n-th live block.
     UsableLive(u16),
@@ -100,19 +107,23 @@ fn round_to_class(size: u64) -> u64 {
 
 struct Model {
     cap: u64,
-    live: BTreeMap<u64, u64>,
+    /// Allocated blocks: start -> (rounded size, end of the extent).
+    live: BTreeMap<u64, (u64, u64)>,
+    /// The last `2 * RECENT_FREES` offsets freed, newest last (the arena
+    /// remembers the newer half).
+    recent: VecDeque<u64>,
 }
 
 impl Model {
-    /// Free blocks as `(start, len)`: the maximal gaps between live blocks.
+    /// Free blocks as `(start, len)`: the maximal gaps between extents.
     fn gaps(&self) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
         let mut end = 0;
-        for (&o, &s) in &self.live {
+        for (&o, &(_, e)) in &self.live {
             if o > end {
                 out.push((end, o - end));
             }
-            end = o + s;
+            end = e;
         }
         if self.cap > end {
             out.push((end, self.cap - end));
@@ -121,7 +132,12 @@ impl Model {
     }
 
     fn in_use(&self) -> u64 {
-        self.live.values().sum()
+        self.live.values().map(|v| v.0).sum()
+    }
+
+    /// Records in use: allocated plus free blocks.
+    fn records_used(&self) -> usize {
+        self.live.len() + self.gaps().len()
     }
 
     fn expected_stats(&self) -> ArenaStats {
@@ -137,14 +153,23 @@ impl Model {
 
     /// What `free(offset)` / `usable_size(offset)` must answer.
     fn expected_lookup(&self, offset: u64) -> Result<u64, Error> {
-        if let Some(&s) = self.live.get(&offset) {
+        if let Some(&(s, _)) = self.live.get(&offset) {
             return Ok(s);
         }
-        if self.gaps().iter().any(|g| g.0 == offset) {
+        let mut window = self.recent.iter().rev().take(RECENT_FREES);
+        if offset < self.cap && offset % GRANULE == 0 && window.any(|&r| r == offset) {
             Err(Error::DoubleFree)
         } else {
             Err(Error::InvalidOffset)
         }
+    }
+
+    fn freed(&mut self, o: u64) {
+        self.live.remove(&o).expect("freed a live block");
+        if self.recent.len() == 2 * RECENT_FREES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(o);
     }
 
     fn nth_live(&self, n: u16) -> Option<u64> {
@@ -183,6 +208,7 @@ fuzz_target!(|input: Input| {
     let mut m = Model {
         cap,
         live: BTreeMap::new(),
+        recent: VecDeque::new(),
     };
     let mut last_freed: Option<u64> = None;
 
@@ -213,17 +239,18 @@ fuzz_target!(|input: Input| {
                         let rsize = align_up(size, GRANULE);
                         assert_eq!(o % eff_align, 0, "misaligned: {o} for align {align}");
                         assert!(o < cap && rsize <= cap - o, "outside capacity");
-                        if let Some((&po, &ps)) = m.live.range(..o).next_back() {
-                            assert!(po + ps <= o, "overlaps live block at {po}");
+                        if let Some((&po, &(_, pe))) = m.live.range(..o).next_back() {
+                            assert!(pe <= o, "overlaps the block at {po}");
                         }
-                        if let Some((&no, _)) = m.live.range(o..).next() {
-                            assert!(o + rsize <= no, "overlaps live block at {no}");
-                        }
-                        m.live.insert(o, rsize);
+                        // The free block ends where the next block starts.
+                        let next = m.live.range(o..).next().map_or(cap, |(&n, _)| n);
+                        assert!(o + rsize <= next, "overlaps the block at {next}");
                         assert!(
-                            m.live.len() + m.gaps().len() <= records,
-                            "more blocks than records"
+                            next - (o + rsize) < eff_align,
+                            "not carved from the end: {o}+{rsize}, free block ends at {next}"
                         );
+                        m.live.insert(o, (rsize, next));
+                        assert!(m.records_used() <= records, "more blocks than records");
                         assert_eq!(arena.usable_size(o), Ok(rsize));
                     }
                     Err(Error::ZeroSize) => assert_eq!(size, 0),
@@ -234,12 +261,8 @@ fuzz_target!(|input: Input| {
                         assert!(size != 0 && size <= cap && align_ok, "{e:?} for bad args");
                         assert_eq!(arena.stats(), before, "failed alloc changed state");
                         if e == Error::MetadataFull {
-                            let used = m.live.len() + m.gaps().len();
-                            assert!(
-                                records < used + 2,
-                                "MetadataFull with {} spare records",
-                                records - used
-                            );
+                            let used = m.records_used();
+                            assert_eq!(used, records, "MetadataFull with spare records");
                         } else if align <= GRANULE {
                             let rsize = align_up(size, GRANULE);
                             assert!(
@@ -255,7 +278,7 @@ fuzz_target!(|input: Input| {
             Op::FreeLive(n) => {
                 if let Some(o) = m.nth_live(n) {
                     assert_eq!(arena.free(o), Ok(()));
-                    m.live.remove(&o);
+                    m.freed(o);
                     last_freed = Some(o);
                 }
             }
@@ -266,6 +289,12 @@ fuzz_target!(|input: Input| {
             }
             Op::FreeAgain => {
                 if let Some(o) = last_freed {
+                    check_free(&arena, &mut m, o, &mut last_freed)
+                }
+            }
+            Op::FreeRecent(k) => {
+                if !m.recent.is_empty() {
+                    let o = m.recent[k as usize % m.recent.len()];
                     check_free(&arena, &mut m, o, &mut last_freed)
                 }
             }
@@ -303,7 +332,7 @@ fn check_free(
     match expected {
         Ok(_) => {
             assert_eq!(got, Ok(()), "free({o}) of a live block");
-            m.live.remove(&o);
+            m.freed(o);
             *last_freed = Some(o);
         }
         Err(e) => {
