@@ -192,12 +192,18 @@ fuzz_target!(|input: Input| {
     let cap = raw_cap & !(GRANULE - 1);
     let arena = match Arena::new(raw_cap, &mut storage[..]) {
         Ok(a) => {
-            assert!(cap != 0 && cap <= MAX_CAPACITY, "accepted capacity {raw_cap}");
+            assert!(
+                cap != 0 && cap <= MAX_CAPACITY,
+                "accepted capacity {raw_cap}"
+            );
             a
         }
         Err(e) => {
             assert_eq!(e, Error::InvalidArgument);
-            assert!(cap == 0 || cap > MAX_CAPACITY, "rejected capacity {raw_cap}");
+            assert!(
+                cap == 0 || cap > MAX_CAPACITY,
+                "rejected capacity {raw_cap}"
+            );
             return;
         }
     };
@@ -299,7 +305,11 @@ fuzz_target!(|input: Input| {
                 }
             }
             Op::UsableSize(o) => {
-                assert_eq!(arena.usable_size(o), m.expected_lookup(o), "usable_size({o})")
+                assert_eq!(
+                    arena.usable_size(o),
+                    m.expected_lookup(o),
+                    "usable_size({o})"
+                )
             }
             Op::UsableLive(n) => {
                 if let Some(o) = m.nth_live(n) {
@@ -314,7 +324,10 @@ fuzz_target!(|input: Input| {
         assert_eq!(arena.free(o), Ok(()));
     }
     let st = arena.stats();
-    assert_eq!((st.live, st.in_use, st.free, st.largest_free), (0, 0, cap, cap));
+    assert_eq!(
+        (st.live, st.in_use, st.free, st.largest_free),
+        (0, 0, cap, cap)
+    );
     assert_eq!(arena.alloc(cap, 0), Ok(0), "whole-capacity allocation");
     assert_eq!(arena.free(0), Ok(()));
 });

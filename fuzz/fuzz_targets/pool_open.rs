@@ -149,13 +149,19 @@ fn reasons(h: &[u8; HDR], obj: u64) -> (Vec<Error>, bool) {
 fn check(res: Result<Pool, Error>, h: &[u8; HDR], obj: u64, content: &[u8], what: &str) {
     let (why, ok) = reasons(h, obj);
     if trace() {
-        eprintln!("{what}: object {obj} bytes -> {:?}", res.as_ref().map(|p| p.info()));
+        eprintln!(
+            "{what}: object {obj} bytes -> {:?}",
+            res.as_ref().map(|p| p.info())
+        );
     }
     let pool = match res {
         Ok(p) => p,
         Err(e) => {
             assert!(!ok, "{what}: valid header rejected with {e:?}");
-            assert!(why.contains(&e), "{what}: {e:?}, but the reasons are {why:?}");
+            assert!(
+                why.contains(&e),
+                "{what}: {e:?}, but the reasons are {why:?}"
+            );
             return;
         }
     };
@@ -187,7 +193,10 @@ fn check(res: Result<Pool, Error>, h: &[u8; HDR], obj: u64, content: &[u8], what
     data[0] = 0xA5;
     data[cap as usize - 1] = 0x5A;
     assert_eq!(pool.offset_of(p), Ok(start));
-    assert_eq!(pool.offset_of(p.wrapping_add(cap as usize)), Err(Error::OutOfBounds));
+    assert_eq!(
+        pool.offset_of(p.wrapping_add(cap as usize)),
+        Err(Error::OutOfBounds)
+    );
 }
 
 fuzz_target!(|input: Input| {
@@ -263,13 +272,21 @@ fuzz_target!(|input: Input| {
             libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
         )
     };
-    assert!(mfd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+    assert!(
+        mfd >= 0,
+        "memfd_create: {}",
+        std::io::Error::last_os_error()
+    );
     let mfd = Fd(mfd);
     fill(mfd.0, obj, &content);
     if input.sealed {
         // SAFETY: plain fcntl on our descriptor.
         let r = unsafe {
-            libc::fcntl(mfd.0, libc::F_ADD_SEALS, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW)
+            libc::fcntl(
+                mfd.0,
+                libc::F_ADD_SEALS,
+                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
+            )
         };
         assert_eq!(r, 0, "F_ADD_SEALS");
         check(Pool::open_fd(mfd.0), &h, obj, &content, "open_fd");
