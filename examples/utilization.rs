@@ -33,6 +33,7 @@
 use mooncake_shm::arena::{Arena, ArenaSlot};
 use mooncake_shm::Error;
 use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 type VecArena = Arena<Vec<ArenaSlot>>;
@@ -134,6 +135,99 @@ fn fill_uniform(args: &Args, size: u64) -> (f64, u64, f64, f64, Error) {
     )
 }
 
+/// What the random fill needs from an allocator.
+trait Alloc {
+    fn alloc(&mut self, size: u64, align: u64) -> Result<u64, Error>;
+    fn free(&mut self, off: u64);
+    /// Free bytes by the allocator's own accounting.
+    fn free_bytes(&self) -> u64;
+}
+
+impl Alloc for VecArena {
+    fn alloc(&mut self, size: u64, align: u64) -> Result<u64, Error> {
+        Arena::alloc(self, size, align)
+    }
+    fn free(&mut self, off: u64) {
+        Arena::free(self, off).expect("free");
+    }
+    fn free_bytes(&self) -> u64 {
+        self.stats().free
+    }
+}
+
+/// Reference point, not a contender: exact best fit with immediate
+/// coalescing over ordered maps (O(log n)), every size and offset rounded to
+/// the alignment. It shows how much of the random-size gap is the workload
+/// (fragmentation any non-moving allocator suffers) rather than the arena.
+struct BestFit {
+    align: u64,
+    by_off: BTreeMap<u64, u64>,
+    by_size: BTreeSet<(u64, u64)>,
+    live: HashMap<u64, u64>,
+    free: u64,
+}
+
+impl BestFit {
+    fn new(capacity: u64, align: u64) -> Self {
+        let align = align.max(16);
+        let cap = capacity / align * align;
+        BestFit {
+            align,
+            by_off: BTreeMap::from([(0, cap)]),
+            by_size: BTreeSet::from([(cap, 0)]),
+            live: HashMap::new(),
+            free: cap,
+        }
+    }
+    fn insert_free(&mut self, off: u64, size: u64) {
+        self.by_off.insert(off, size);
+        self.by_size.insert((size, off));
+    }
+    fn remove_free(&mut self, off: u64, size: u64) {
+        self.by_off.remove(&off);
+        self.by_size.remove(&(size, off));
+    }
+}
+
+impl Alloc for BestFit {
+    fn alloc(&mut self, size: u64, _align: u64) -> Result<u64, Error> {
+        let rsize = size.div_ceil(self.align) * self.align;
+        let &(bsize, off) = self
+            .by_size
+            .range((rsize, 0)..)
+            .next()
+            .ok_or(Error::Exhausted)?;
+        self.remove_free(off, bsize);
+        if bsize > rsize {
+            self.insert_free(off + rsize, bsize - rsize);
+        }
+        self.live.insert(off, rsize);
+        self.free -= rsize;
+        Ok(off)
+    }
+    fn free(&mut self, off: u64) {
+        let mut size = self.live.remove(&off).expect("live block");
+        self.free += size;
+        let mut start = off;
+        if let Some((&p, &ps)) = self.by_off.range(..off).next_back() {
+            if p + ps == off {
+                self.remove_free(p, ps);
+                start = p;
+                size += ps;
+            }
+        }
+        let next = start + size;
+        if let Some(&ns) = self.by_off.get(&next) {
+            self.remove_free(next, ns);
+            size += ns;
+        }
+        self.insert_free(start, size);
+    }
+    fn free_bytes(&self) -> u64 {
+        self.free
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Dist {
     LogUniform,
@@ -152,7 +246,7 @@ struct RandomResult {
     fragmented: usize,
 }
 
-fn random_fill(args: &Args, dist: Dist) -> RandomResult {
+fn random_fill(args: &Args, dist: Dist, a: &mut impl Alloc) -> RandomResult {
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let (lo, hi) = ((MIN_RANDOM as f64).ln(), (MAX_RANDOM as f64).ln());
     let draw = |rng: &mut rand::rngs::StdRng| -> u64 {
@@ -162,8 +256,6 @@ fn random_fill(args: &Args, dist: Dist) -> RandomResult {
         }
         .clamp(MIN_RANDOM, MAX_RANDOM)
     };
-    let max_blocks = 1 << 20;
-    let a = arena(args.capacity, max_blocks);
     let mut live: Vec<(u64, u64)> = Vec::new();
     let mut in_use = 0u64;
     let mut samples = Vec::with_capacity(args.failures);
@@ -193,14 +285,14 @@ fn random_fill(args: &Args, dist: Dist) -> RandomResult {
                     if !failed {
                         failed = true;
                         samples.push(in_use as f64 / args.capacity as f64);
-                        if a.stats().free >= size {
+                        if a.free_bytes() >= size {
                             fragmented += 1;
                         }
                     }
                     // Evict one random live block and retry the same request.
                     let (off, s) = live.swap_remove(rng.random_range(0..live.len()));
                     let t = Instant::now();
-                    a.free(off).expect("free");
+                    a.free(off);
                     free_time += t.elapsed();
                     frees += 1;
                     in_use -= s;
@@ -209,7 +301,7 @@ fn random_fill(args: &Args, dist: Dist) -> RandomResult {
         }
     }
     for (off, _) in live {
-        a.free(off).expect("free");
+        a.free(off);
     }
     RandomResult {
         avg: samples.iter().sum::<f64>() / samples.len() as f64,
@@ -291,7 +383,8 @@ fn main() {
     );
     let mut random_ok = true;
     for (name, dist) in [("log-uniform", Dist::LogUniform), ("uniform", Dist::Uniform)] {
-        let r = random_fill(&args, dist);
+        let r = random_fill(&args, dist, &mut arena(args.capacity, 1 << 20));
+        let reference = random_fill(&args, dist, &mut BestFit::new(args.capacity, args.align));
         println!(
             "{:<12} {:>10.4} {:>10.4} {:>9} {:>9.1} {:>9.1} {:>13} {:>11.1}%",
             name,
@@ -302,6 +395,17 @@ fn main() {
             r.ns_free,
             r.metadata_full,
             100.0 * r.fragmented as f64 / args.failures as f64
+        );
+        println!(
+            "{:<12} {:>10.4} {:>10.4} {:>9} {:>9} {:>9} {:>13} {:>11.1}%",
+            "  best-fit",
+            reference.avg,
+            reference.min,
+            reference.max_live,
+            "-",
+            "-",
+            "-",
+            100.0 * reference.fragmented as f64 / args.failures as f64
         );
         if matches!(dist, Dist::LogUniform) {
             random_ok = r.avg >= RANDOM_TARGET;
