@@ -1,0 +1,462 @@
+// Tests of the C ABI (include/mooncake_shm.h) as a C caller sees it.
+#include "mooncake_shm.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <set>
+#include <string>
+
+#include "test_util.h"
+
+namespace {
+
+using mcshm_test::unique_name;
+
+const bool kLeakCheck = mcshm_test::install_leak_check();
+
+constexpr uint64_t kCap = 1 << 20;  // 1 MiB pools keep the tests cheap
+
+/// Creates an owner pool of `cap` bytes named `name`; asserts success.
+mcshm_pool* make_pool(const std::string& name, uint64_t cap = kCap) {
+    mcshm_pool_options o;
+    mcshm_pool_options_init(&o);
+    o.capacity = cap;
+    mcshm_pool* p = nullptr;
+    int rc = mcshm_pool_create(name.c_str(), &o, &p);
+    EXPECT_EQ(rc, MCSHM_OK) << mcshm_strerror(rc);
+    return p;
+}
+
+struct PoolGuard {
+    mcshm_pool* p;
+    ~PoolGuard() { mcshm_pool_destroy(p); }
+};
+
+TEST(CApi, OptionsAndConfigDefaults) {
+    mcshm_pool_options o;
+    std::memset(&o, 0xAB, sizeof o);
+    mcshm_pool_options_init(&o);
+    EXPECT_EQ(o.capacity, 64u << 20);
+    EXPECT_EQ(o.mode, 0600u);
+    EXPECT_EQ(o.flags, 0u);
+    EXPECT_EQ(o.dir, nullptr);
+    EXPECT_EQ(o.max_blocks, 65536u);
+    mcshm_pool_options_init(nullptr);  // no-op
+
+    mcshm_table_config c;
+    std::memset(&c, 0, sizeof c);
+    mcshm_table_config_init(&c);
+    EXPECT_GT(c.max_segments, 0u);
+    EXPECT_GT(c.max_peers, 0u);
+    EXPECT_GT(c.max_ranges, 0u);
+    EXPECT_GT(c.max_nodes, 0u);
+    mcshm_table_config_init(nullptr);
+}
+
+TEST(CApi, CreateAllocFreePtrOffsetStats) {
+    const std::string name = unique_name();
+    mcshm_pool* pool = make_pool(name);
+    ASSERT_NE(pool, nullptr);
+    PoolGuard g{pool};
+    EXPECT_TRUE(mcshm_test::shm_exists(name));
+
+    void* base = nullptr;
+    uint64_t len = 0;
+    ASSERT_EQ(mcshm_pool_mapping(pool, &base, &len), MCSHM_OK);
+    ASSERT_NE(base, nullptr);
+    EXPECT_GE(len, kCap);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(base) % 4096, 0u);
+
+    mcshm_pool_stats st;
+    ASSERT_EQ(mcshm_pool_stats_get(pool, &st), MCSHM_OK);
+    EXPECT_EQ(st.capacity, kCap);
+    EXPECT_EQ(st.in_use, 0u);
+    EXPECT_EQ(st.live, 0u);
+    EXPECT_EQ(st.free, kCap);
+
+    uint64_t a = 0, b = 0;
+    ASSERT_EQ(mcshm_pool_alloc(pool, 4096, 0, &a), MCSHM_OK);
+    ASSERT_EQ(mcshm_pool_alloc(pool, 1000, 64, &b), MCSHM_OK);
+    EXPECT_NE(a, b);
+    EXPECT_EQ(b % 64, 0u);
+    EXPECT_TRUE(b >= a + 4096 || a >= b + 1000) << "blocks overlap";
+    EXPECT_LE(a + 4096, len);
+    EXPECT_LE(b + 1000, len);
+
+    void* pa = nullptr;
+    ASSERT_EQ(mcshm_pool_ptr(pool, a, 4096, &pa), MCSHM_OK);
+    EXPECT_EQ(pa, static_cast<char*>(base) + a);
+    std::memset(pa, 0x5A, 4096);  // the memory is writable
+    uint64_t back = 0;
+    ASSERT_EQ(mcshm_pool_offset_of(pool, static_cast<char*>(pa) + 17, &back), MCSHM_OK);
+    EXPECT_EQ(back, a + 17);
+
+    ASSERT_EQ(mcshm_pool_stats_get(pool, &st), MCSHM_OK);
+    EXPECT_EQ(st.live, 2u);
+    EXPECT_GE(st.in_use, 4096u + 1000u);
+    EXPECT_EQ(st.in_use + st.free, st.capacity);
+    EXPECT_LE(st.largest_free, st.free);
+
+    EXPECT_EQ(mcshm_pool_free(pool, a), MCSHM_OK);
+    EXPECT_EQ(mcshm_pool_free(pool, b), MCSHM_OK);
+    ASSERT_EQ(mcshm_pool_stats_get(pool, &st), MCSHM_OK);
+    EXPECT_EQ(st.live, 0u);
+    EXPECT_EQ(st.in_use, 0u);
+    EXPECT_EQ(st.largest_free, kCap);  // coalesced back into one block
+
+    mcshm_pool_destroy(pool);
+    g.p = nullptr;
+    EXPECT_FALSE(mcshm_test::shm_exists(name)) << "owner destroy must unlink";
+    mcshm_pool_destroy(nullptr);  // no-op
+}
+
+TEST(CApi, NullArguments) {
+    const std::string name = unique_name();
+    mcshm_pool* out = nullptr;
+    EXPECT_EQ(mcshm_pool_create(nullptr, nullptr, &out), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(mcshm_pool_create(name.c_str(), nullptr, nullptr), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_FALSE(mcshm_test::shm_exists(name)) << "a failed create must not create";
+    EXPECT_EQ(mcshm_pool_open(nullptr, nullptr, &out), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(mcshm_pool_open(name.c_str(), nullptr, nullptr), MCSHM_ERR_NULL_ARGUMENT);
+
+    uint64_t off = 0;
+    void* p = nullptr;
+    mcshm_pool_stats st;
+    EXPECT_EQ(mcshm_pool_alloc(nullptr, 64, 0, &off), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(mcshm_pool_free(nullptr, 0), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(mcshm_pool_ptr(nullptr, 0, 1, &p), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(mcshm_pool_offset_of(nullptr, &off, &off), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(mcshm_pool_mapping(nullptr, &p, &off), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(mcshm_pool_stats_get(nullptr, &st), MCSHM_ERR_NULL_ARGUMENT);
+
+    mcshm_table* t = nullptr;
+    uint32_t id = 0;
+    EXPECT_EQ(mcshm_table_create(nullptr, nullptr), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(mcshm_table_insert_segment(nullptr, 0, &off, 8), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(mcshm_table_remove_segment(nullptr, 0), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(mcshm_table_resolve(nullptr, 0, 0, 1, &p), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(mcshm_table_locate(nullptr, &off, &id, &off), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(mcshm_table_insert_remote(nullptr, 0, 4096, 4096, &off), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(mcshm_table_remove_remote(nullptr, 0, 4096), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(mcshm_table_relocate(nullptr, 0, 4096, 1, &p), MCSHM_ERR_NULL_ARGUMENT);
+    mcshm_table_destroy(t);  // NULL: no-op
+
+    // NULL out-parameters on a live pool.
+    mcshm_pool* pool = make_pool(unique_name());
+    ASSERT_NE(pool, nullptr);
+    PoolGuard g{pool};
+    EXPECT_EQ(mcshm_pool_alloc(pool, 64, 0, nullptr), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(mcshm_pool_ptr(pool, 4096, 1, nullptr), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(mcshm_pool_mapping(pool, nullptr, &off), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(mcshm_pool_mapping(pool, &p, nullptr), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(mcshm_pool_stats_get(pool, nullptr), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(mcshm_pool_stats_get(pool, &st), MCSHM_OK);
+    EXPECT_EQ(st.live, 0u) << "the failed alloc must not have allocated";
+}
+
+TEST(CApi, MisalignedOutParameterIsInvalidArgument) {
+    mcshm_pool* pool = make_pool(unique_name());
+    ASSERT_NE(pool, nullptr);
+    PoolGuard g{pool};
+    alignas(8) unsigned char buf[32];
+    auto* mis = reinterpret_cast<uint64_t*>(buf + 1);
+    EXPECT_EQ(mcshm_pool_alloc(pool, 64, 0, mis), MCSHM_ERR_INVALID_ARGUMENT);
+}
+
+TEST(CApi, AllocErrors) {
+    mcshm_pool* pool = make_pool(unique_name());
+    ASSERT_NE(pool, nullptr);
+    PoolGuard g{pool};
+    uint64_t off = 0;
+    EXPECT_EQ(mcshm_pool_alloc(pool, 0, 0, &off), MCSHM_ERR_ZERO_SIZE);
+    EXPECT_EQ(mcshm_pool_alloc(pool, 64, 3, &off), MCSHM_ERR_BAD_ALIGNMENT);
+    EXPECT_EQ(mcshm_pool_alloc(pool, 64, 48, &off), MCSHM_ERR_BAD_ALIGNMENT);
+    EXPECT_EQ(mcshm_pool_alloc(pool, 64, 8192, &off), MCSHM_ERR_BAD_ALIGNMENT);
+    EXPECT_EQ(mcshm_pool_alloc(pool, kCap + 1, 0, &off), MCSHM_ERR_TOO_LARGE);
+    EXPECT_EQ(mcshm_pool_alloc(pool, UINT64_MAX, 0, &off), MCSHM_ERR_TOO_LARGE);
+    for (uint64_t a : {1u, 2u, 8u, 64u, 256u, 4096u}) {
+        ASSERT_EQ(mcshm_pool_alloc(pool, 100, a, &off), MCSHM_OK) << "align " << a;
+        EXPECT_EQ(off % a, 0u);
+        EXPECT_EQ(mcshm_pool_free(pool, off), MCSHM_OK);
+    }
+
+    // Exhausted: two blocks of 3/4 of the pool cannot both fit.
+    uint64_t big = 0;
+    ASSERT_EQ(mcshm_pool_alloc(pool, kCap / 4 * 3, 0, &big), MCSHM_OK);
+    EXPECT_EQ(mcshm_pool_alloc(pool, kCap / 4 * 3, 0, &off), MCSHM_ERR_EXHAUSTED);
+    // The whole capacity fits once free again.
+    ASSERT_EQ(mcshm_pool_free(pool, big), MCSHM_OK);
+    ASSERT_EQ(mcshm_pool_alloc(pool, kCap, 0, &big), MCSHM_OK);
+    EXPECT_EQ(mcshm_pool_free(pool, big), MCSHM_OK);
+}
+
+TEST(CApi, FreeErrors) {
+    mcshm_pool* pool = make_pool(unique_name());
+    ASSERT_NE(pool, nullptr);
+    PoolGuard g{pool};
+    uint64_t a = 0, b = 0;
+    ASSERT_EQ(mcshm_pool_alloc(pool, 4096, 0, &a), MCSHM_OK);
+    ASSERT_EQ(mcshm_pool_alloc(pool, 4096, 0, &b), MCSHM_OK);
+    // Inside a live block, not its start.
+    EXPECT_EQ(mcshm_pool_free(pool, a + 64), MCSHM_ERR_INVALID_OFFSET);
+    EXPECT_EQ(mcshm_pool_free(pool, a), MCSHM_OK);
+    EXPECT_EQ(mcshm_pool_free(pool, a), MCSHM_ERR_DOUBLE_FREE);
+    EXPECT_EQ(mcshm_pool_free(pool, b), MCSHM_OK);
+    mcshm_pool_stats st;
+    ASSERT_EQ(mcshm_pool_stats_get(pool, &st), MCSHM_OK);
+    EXPECT_EQ(st.live, 0u);
+}
+
+TEST(CApi, MetadataFull) {
+    mcshm_pool_options o;
+    mcshm_pool_options_init(&o);
+    o.capacity = kCap;
+    o.max_blocks = 8;
+    mcshm_pool* pool = nullptr;
+    ASSERT_EQ(mcshm_pool_create(unique_name().c_str(), &o, &pool), MCSHM_OK);
+    PoolGuard g{pool};
+    int rc = MCSHM_OK;
+    int n = 0;
+    uint64_t off = 0;
+    while (n < 100000 && (rc = mcshm_pool_alloc(pool, 64, 0, &off)) == MCSHM_OK) ++n;
+    EXPECT_EQ(rc, MCSHM_ERR_METADATA_FULL) << mcshm_strerror(rc) << " after " << n;
+    EXPECT_LT(n, 100000);
+}
+
+TEST(CApi, PtrAndOffsetOfBounds) {
+    mcshm_pool* pool = make_pool(unique_name());
+    ASSERT_NE(pool, nullptr);
+    PoolGuard g{pool};
+    void* base = nullptr;
+    uint64_t len = 0;
+    ASSERT_EQ(mcshm_pool_mapping(pool, &base, &len), MCSHM_OK);
+    void* p = nullptr;
+    EXPECT_EQ(mcshm_pool_ptr(pool, len - 1, 1, &p), MCSHM_OK);
+    EXPECT_EQ(p, static_cast<char*>(base) + len - 1);
+    EXPECT_EQ(mcshm_pool_ptr(pool, len - 1, 2, &p), MCSHM_ERR_OUT_OF_BOUNDS);
+    EXPECT_EQ(mcshm_pool_ptr(pool, len, 1, &p), MCSHM_ERR_OUT_OF_BOUNDS);
+    EXPECT_EQ(mcshm_pool_ptr(pool, UINT64_MAX - 1, 16, &p), MCSHM_ERR_OUT_OF_BOUNDS);
+    EXPECT_EQ(mcshm_pool_ptr(pool, 4096, UINT64_MAX, &p), MCSHM_ERR_OUT_OF_BOUNDS);
+    uint64_t off = 0;
+    int local = 0;
+    EXPECT_EQ(mcshm_pool_offset_of(pool, &local, &off), MCSHM_ERR_OUT_OF_BOUNDS);
+    EXPECT_EQ(mcshm_pool_offset_of(pool, static_cast<char*>(base) + len, &off),
+              MCSHM_ERR_OUT_OF_BOUNDS);
+}
+
+TEST(CApi, NamesAndExistence) {
+    const std::string name = unique_name();
+    mcshm_pool* out = nullptr;
+    EXPECT_EQ(mcshm_pool_open(name.c_str(), nullptr, &out), MCSHM_ERR_NOT_FOUND);
+    EXPECT_EQ(out, nullptr);
+
+    mcshm_pool* pool = make_pool(name);
+    ASSERT_NE(pool, nullptr);
+    PoolGuard g{pool};
+    mcshm_pool* dup = nullptr;
+    EXPECT_EQ(mcshm_pool_create(name.c_str(), nullptr, &dup), MCSHM_ERR_ALREADY_EXISTS);
+    EXPECT_EQ(dup, nullptr);
+    // The collision did not disturb the existing pool.
+    uint64_t off = 0;
+    EXPECT_EQ(mcshm_pool_alloc(pool, 64, 0, &off), MCSHM_OK);
+
+    for (const std::string& bad : {std::string(""), std::string("a/b"),
+                                   mcshm_test::run_prefix() + std::string(300, 'x')}) {
+        EXPECT_EQ(mcshm_pool_create(bad.c_str(), nullptr, &out), MCSHM_ERR_INVALID_NAME)
+            << "'" << bad << "'";
+        EXPECT_EQ(mcshm_pool_open(bad.c_str(), nullptr, &out), MCSHM_ERR_INVALID_NAME)
+            << "'" << bad << "'";
+    }
+}
+
+TEST(CApi, UnknownFlagIsInvalidArgument) {
+    const std::string name = unique_name();
+    mcshm_pool_options o;
+    mcshm_pool_options_init(&o);
+    o.capacity = kCap;
+    o.flags = 0x80;
+    mcshm_pool* out = nullptr;
+    EXPECT_EQ(mcshm_pool_create(name.c_str(), &o, &out), MCSHM_ERR_INVALID_ARGUMENT);
+    EXPECT_FALSE(mcshm_test::shm_exists(name));
+}
+
+TEST(CApi, NotOwner) {
+    const std::string name = unique_name();
+    mcshm_pool* pool = make_pool(name);
+    ASSERT_NE(pool, nullptr);
+    PoolGuard g{pool};
+    uint64_t off = 0;
+    ASSERT_EQ(mcshm_pool_alloc(pool, 128, 0, &off), MCSHM_OK);
+
+    mcshm_pool* peer = nullptr;
+    ASSERT_EQ(mcshm_pool_open(name.c_str(), nullptr, &peer), MCSHM_OK);
+    PoolGuard gp{peer};
+    uint64_t o2 = 0;
+    EXPECT_EQ(mcshm_pool_alloc(peer, 64, 0, &o2), MCSHM_ERR_NOT_OWNER);
+    EXPECT_EQ(mcshm_pool_free(peer, off), MCSHM_ERR_NOT_OWNER);
+    // A peer maps the same bytes at its own address.
+    void *po = nullptr, *pp = nullptr;
+    ASSERT_EQ(mcshm_pool_ptr(pool, off, 128, &po), MCSHM_OK);
+    ASSERT_EQ(mcshm_pool_ptr(peer, off, 128, &pp), MCSHM_OK);
+    EXPECT_NE(po, pp);
+    std::memcpy(po, "hello", 6);
+    EXPECT_STREQ(static_cast<const char*>(pp), "hello");
+    mcshm_pool_stats st;
+    ASSERT_EQ(mcshm_pool_stats_get(peer, &st), MCSHM_OK);
+    EXPECT_EQ(st.live, 0u);  // a peer's stats are zero
+
+    // Destroying the peer does not unlink.
+    mcshm_pool_destroy(peer);
+    gp.p = nullptr;
+    EXPECT_TRUE(mcshm_test::shm_exists(name));
+}
+
+TEST(CApi, OpenRejectsForeignObjects) {
+    // Header layout of src/pool.rs (PoolHeader): magic u64 "MCSHMPL1" at 0,
+    // version u32 at 8; an all-zero header is a pool still being created.
+    const std::string tiny = unique_name("raw");
+    ASSERT_TRUE(mcshm_test::make_raw_shm(tiny, 16));
+    const std::string zeros = unique_name("raw");
+    ASSERT_TRUE(mcshm_test::make_raw_shm(zeros, 3 * 4096));
+    const std::string junk = unique_name("raw");
+    ASSERT_TRUE(mcshm_test::make_raw_shm(junk, 3 * 4096, [](unsigned char* h) {
+        std::memset(h, 0xEE, 4096);
+    }));
+    const std::string future = unique_name("raw");
+    ASSERT_TRUE(mcshm_test::make_raw_shm(future, 3 * 4096, [](unsigned char* h) {
+        std::memcpy(h, "MCSHMPL1", 8);
+        const uint32_t v = 999;
+        std::memcpy(h + 8, &v, 4);
+    }));
+    mcshm_pool* out = nullptr;
+    EXPECT_EQ(mcshm_pool_open(tiny.c_str(), nullptr, &out), MCSHM_ERR_TRUNCATED);
+    EXPECT_EQ(mcshm_pool_open(zeros.c_str(), nullptr, &out), MCSHM_ERR_NOT_READY);
+    EXPECT_EQ(mcshm_pool_open(junk.c_str(), nullptr, &out), MCSHM_ERR_BAD_MAGIC);
+    EXPECT_EQ(mcshm_pool_open(future.c_str(), nullptr, &out), MCSHM_ERR_VERSION_MISMATCH);
+    EXPECT_EQ(out, nullptr);
+    for (const auto& n : {tiny, zeros, junk, future}) ::shm_unlink(("/" + n).c_str());
+}
+
+TEST(CApi, OsErrorCarriesErrno) {
+    // A directory that is a regular file: creating the pool's file fails in a syscall.
+    mcshm_pool_options o;
+    mcshm_pool_options_init(&o);
+    o.capacity = kCap;
+    o.dir = "/proc/self/status";
+    mcshm_pool* out = nullptr;
+    int rc = mcshm_pool_create(unique_name().c_str(), &o, &out);
+    ASSERT_EQ(rc, MCSHM_ERR_OS) << mcshm_strerror(rc);
+    EXPECT_NE(mcshm_last_os_error(), 0);
+}
+
+TEST(CApi, StrerrorCoversEveryCode) {
+    std::set<std::string> seen;
+    const std::string unknown = mcshm_strerror(9999);
+    for (int c = MCSHM_OK; c <= MCSHM_ERR_PANIC; ++c) {
+        const char* s = mcshm_strerror(c);
+        ASSERT_NE(s, nullptr) << c;
+        EXPECT_GT(std::strlen(s), 0u) << c;
+        EXPECT_NE(unknown, s) << "code " << c << " has no message";
+        EXPECT_TRUE(seen.insert(s).second) << "code " << c << " shares message '" << s << "'";
+    }
+    EXPECT_NE(mcshm_strerror(-1), nullptr);
+    EXPECT_NE(mcshm_strerror(MCSHM_ERR_PANIC + 1), nullptr);
+}
+
+TEST(CApi, CrossProcessThroughOpen) {
+    const std::string name = unique_name("xp");
+    mcshm_pool* pool = make_pool(name);
+    ASSERT_NE(pool, nullptr);
+    PoolGuard g{pool};
+    constexpr uint64_t kLen = 64 * 1024;
+    uint64_t off = 0;
+    ASSERT_EQ(mcshm_pool_alloc(pool, 2 * kLen, 4096, &off), MCSHM_OK);
+    void* p = nullptr;
+    ASSERT_EQ(mcshm_pool_ptr(pool, off, 2 * kLen, &p), MCSHM_OK);
+    mcshm_test::fill_pattern(p, kLen, 7);
+    std::memset(static_cast<char*>(p) + kLen, 0, kLen);
+
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        // Child: only C calls, no gtest; report through the exit status.
+        mcshm_pool* peer = nullptr;
+        if (mcshm_pool_open(name.c_str(), nullptr, &peer) != MCSHM_OK) _exit(10);
+        void* q = nullptr;
+        if (mcshm_pool_ptr(peer, off, 2 * kLen, &q) != MCSHM_OK) _exit(11);
+        if (q == p) {
+            // Possible but unlikely (fork keeps the parent's mapping at p too); not an error.
+        }
+        if (!mcshm_test::check_pattern(q, kLen, 7)) _exit(12);
+        uint64_t tmp = 0;
+        if (mcshm_pool_alloc(peer, 64, 0, &tmp) != MCSHM_ERR_NOT_OWNER) _exit(13);
+        mcshm_test::fill_pattern(static_cast<char*>(q) + kLen, kLen, 99);
+        mcshm_pool_destroy(peer);
+        _exit(0);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0) << "child failed at step " << WEXITSTATUS(status);
+    EXPECT_TRUE(mcshm_test::check_pattern(static_cast<char*>(p) + kLen, kLen, 99));
+    EXPECT_TRUE(mcshm_test::shm_exists(name)) << "a peer must not unlink";
+    EXPECT_EQ(mcshm_pool_free(pool, off), MCSHM_OK);
+}
+
+// ---- table through C -------------------------------------------------------
+
+struct TableGuard {
+    mcshm_table* t;
+    ~TableGuard() { mcshm_table_destroy(t); }
+};
+
+TEST(CApi, TableBasics) {
+    mcshm_table* t = nullptr;
+    ASSERT_EQ(mcshm_table_create(nullptr, &t), MCSHM_OK);
+    TableGuard g{t};
+    alignas(4096) static unsigned char seg[3 * 4096];
+    ASSERT_EQ(mcshm_table_insert_segment(t, 3, seg, sizeof seg), MCSHM_OK);
+    void* p = nullptr;
+    ASSERT_EQ(mcshm_table_resolve(t, 3, 100, 10, &p), MCSHM_OK);
+    EXPECT_EQ(p, seg + 100);
+    uint32_t id = 0;
+    uint64_t off = 0;
+    ASSERT_EQ(mcshm_table_locate(t, seg + 4097, &id, &off), MCSHM_OK);
+    EXPECT_EQ(id, 3u);
+    EXPECT_EQ(off, 4097u);
+    EXPECT_EQ(mcshm_table_resolve(t, 3, sizeof seg - 1, 2, &p), MCSHM_ERR_OUT_OF_BOUNDS);
+    EXPECT_EQ(mcshm_table_resolve(t, 4, 0, 1, &p), MCSHM_ERR_NOT_FOUND);
+    EXPECT_EQ(mcshm_table_insert_segment(t, 3, seg, sizeof seg), MCSHM_ERR_ALREADY_EXISTS);
+    EXPECT_EQ(mcshm_table_remove_segment(t, 3), MCSHM_OK);
+    EXPECT_EQ(mcshm_table_remove_segment(t, 3), MCSHM_ERR_NOT_FOUND);
+
+    ASSERT_EQ(mcshm_table_insert_remote(t, 1, 0x7f0000000000ull, 8192, seg), MCSHM_OK);
+    ASSERT_EQ(mcshm_table_relocate(t, 1, 0x7f0000000000ull + 8191, 1, &p), MCSHM_OK);
+    EXPECT_EQ(p, seg + 8191);
+    EXPECT_EQ(mcshm_table_relocate(t, 1, 0x7f0000000000ull + 8191, 2, &p),
+              MCSHM_ERR_OUT_OF_BOUNDS);
+    EXPECT_EQ(mcshm_table_relocate(t, 2, 0x7f0000000000ull, 1, &p), MCSHM_ERR_NOT_FOUND);
+    EXPECT_EQ(mcshm_table_insert_remote(t, 1, 0x7f0000000000ull + 1, 4096, seg + 4096),
+              MCSHM_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(mcshm_table_remove_remote(t, 1, 0x7f0000000000ull), MCSHM_OK);
+    EXPECT_EQ(mcshm_table_relocate(t, 1, 0x7f0000000000ull, 1, &p), MCSHM_ERR_NOT_FOUND);
+}
+
+TEST(CApi, TableFull) {
+    mcshm_table_config c;
+    mcshm_table_config_init(&c);
+    c.max_ranges = 2;
+    mcshm_table* t = nullptr;
+    ASSERT_EQ(mcshm_table_create(&c, &t), MCSHM_OK);
+    TableGuard g{t};
+    alignas(4096) static unsigned char mem[4096];
+    const uint64_t base = 0x600000000000ull;
+    ASSERT_EQ(mcshm_table_insert_remote(t, 0, base, 4096, mem), MCSHM_OK);
+    ASSERT_EQ(mcshm_table_insert_remote(t, 0, base + (1 << 20), 4096, mem), MCSHM_OK);
+    EXPECT_EQ(mcshm_table_insert_remote(t, 0, base + (2 << 20), 4096, mem), MCSHM_ERR_TABLE_FULL);
+}
+
+}  // namespace

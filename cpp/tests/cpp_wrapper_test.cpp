@@ -1,0 +1,378 @@
+// Tests of the C++ RAII layer (cpp/include/mooncake_shm.hpp).
+#include "mooncake_shm.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "test_util.h"
+
+namespace {
+
+namespace ms = mooncake::shm;
+using mcshm_test::shm_exists;
+using mcshm_test::unique_name;
+
+const bool kLeakCheck = mcshm_test::install_leak_check();
+
+static_assert(!std::is_copy_constructible_v<ms::Pool>);
+static_assert(!std::is_copy_assignable_v<ms::Pool>);
+static_assert(std::is_nothrow_move_constructible_v<ms::Pool>);
+static_assert(std::is_nothrow_move_assignable_v<ms::Pool>);
+static_assert(!std::is_copy_constructible_v<ms::Allocation>);
+static_assert(std::is_nothrow_move_constructible_v<ms::Allocation>);
+static_assert(std::is_nothrow_move_assignable_v<ms::Allocation>);
+static_assert(!std::is_copy_constructible_v<ms::Table>);
+static_assert(std::is_nothrow_move_constructible_v<ms::Table>);
+static_assert(std::is_base_of_v<std::runtime_error, ms::Error>);
+
+ms::PoolOptions small() {
+    ms::PoolOptions o;
+    o.capacity = 1 << 20;
+    return o;
+}
+
+/// Runs `f`, expecting ms::Error with `code`.
+template <class F>
+void expect_error(int code, F&& f) {
+    try {
+        f();
+        ADD_FAILURE() << "no exception; expected code " << code;
+    } catch (const ms::Error& e) {
+        EXPECT_EQ(e.code(), code) << e.what();
+        EXPECT_NE(std::string(e.what()).find(mcshm_strerror(code)), std::string::npos) << e.what();
+    }
+}
+
+TEST(Wrapper, OptionDefaultsMatchC) {
+    ms::PoolOptions o;
+    mcshm_pool_options c;
+    mcshm_pool_options_init(&c);
+    EXPECT_EQ(o.capacity, c.capacity);
+    EXPECT_EQ(o.mode, c.mode);
+    EXPECT_EQ(o.max_blocks, c.max_blocks);
+    mcshm_pool_options oc = o.to_c();
+    EXPECT_EQ(oc.flags, 0u);
+    EXPECT_EQ(oc.dir, nullptr);
+    o.prefault = true;
+    o.huge_pages = true;
+    o.dir = "/mnt/huge";
+    oc = o.to_c();
+    EXPECT_EQ(oc.flags, unsigned(MCSHM_POOL_PREFAULT | MCSHM_POOL_HUGE_PAGES));
+    EXPECT_STREQ(oc.dir, "/mnt/huge");
+
+    ms::TableConfig t;
+    mcshm_table_config tc;
+    mcshm_table_config_init(&tc);
+    EXPECT_EQ(t.max_segments, tc.max_segments);
+    EXPECT_EQ(t.max_peers, tc.max_peers);
+    EXPECT_EQ(t.max_ranges, tc.max_ranges);
+    EXPECT_EQ(t.max_nodes, tc.max_nodes);
+}
+
+TEST(Wrapper, ErrorCarriesCodeAndMessage) {
+    ms::Error e(MCSHM_ERR_NOT_FOUND, "ctx");
+    EXPECT_EQ(e.code(), MCSHM_ERR_NOT_FOUND);
+    EXPECT_EQ(e.os_error(), 0);
+    EXPECT_NE(std::string(e.what()).find("ctx: not found"), std::string::npos) << e.what();
+
+    ms::Error os(MCSHM_ERR_OS, ENOENT, "open");
+    EXPECT_EQ(os.os_error(), ENOENT);
+    EXPECT_NE(std::string(os.what()).find(std::strerror(ENOENT)), std::string::npos) << os.what();
+    EXPECT_NE(std::string(os.what()).find("errno 2"), std::string::npos) << os.what();
+}
+
+TEST(Wrapper, CreateAllocFreeAndUnlinkOnDestroy) {
+    const std::string name = unique_name();
+    {
+        ms::Pool pool = ms::Pool::create(name, small());
+        ASSERT_TRUE(pool);
+        EXPECT_TRUE(shm_exists(name));
+        EXPECT_EQ(pool.name(), name);
+        EXPECT_TRUE(pool.is_owner());
+        EXPECT_NE(pool.base(), nullptr);
+        EXPECT_GE(pool.size(), uint64_t(1) << 20);
+
+        ms::Allocation a = pool.alloc(4096, 4096);
+        ASSERT_TRUE(a);
+        EXPECT_EQ(a.size(), 4096u);
+        EXPECT_EQ(a.offset() % 4096, 0u);
+        EXPECT_EQ(a.data(), static_cast<char*>(pool.base()) + a.offset());
+        EXPECT_EQ(pool.ptr(a.offset(), a.size()), a.data());
+        EXPECT_EQ(pool.offset_of(static_cast<char*>(a.data()) + 5), a.offset() + 5);
+        std::memset(a.data(), 1, a.size());
+        EXPECT_EQ(pool.stats().live, 1u);
+        {
+            ms::Allocation b = pool.alloc(100);
+            EXPECT_EQ(pool.stats().live, 2u);
+        }
+        EXPECT_EQ(pool.stats().live, 1u) << "~Allocation frees";
+        a.reset();
+        EXPECT_FALSE(a);
+        EXPECT_EQ(pool.stats().live, 0u);
+    }
+    EXPECT_FALSE(shm_exists(name)) << "~Pool (owner) unlinks";
+}
+
+TEST(Wrapper, MoveSemantics) {
+    const std::string n1 = unique_name(), n2 = unique_name();
+    ms::Pool a = ms::Pool::create(n1, small());
+    void* base = a.base();
+    ms::Pool b(std::move(a));
+    EXPECT_FALSE(a.valid());  // NOLINT(bugprone-use-after-move)
+    EXPECT_EQ(a.base(), nullptr);
+    EXPECT_EQ(b.base(), base);
+    EXPECT_EQ(b.name(), n1);
+    EXPECT_TRUE(b.is_owner());
+    EXPECT_TRUE(shm_exists(n1));
+
+    // An Allocation survives moving its Pool object (it holds the C handle).
+    ms::Allocation al = b.alloc(64);
+    ms::Pool c = ms::Pool::create(n2, small());
+    c = std::move(b);  // destroys n2's pool, takes n1's
+    EXPECT_FALSE(shm_exists(n2));
+    EXPECT_TRUE(shm_exists(n1));
+    EXPECT_EQ(c.name(), n1);
+    EXPECT_EQ(c.stats().live, 1u);
+
+    ms::Allocation al2 = std::move(al);
+    EXPECT_FALSE(al);  // NOLINT(bugprone-use-after-move)
+    ms::Allocation al3;
+    al3 = std::move(al2);
+    EXPECT_EQ(c.stats().live, 1u);
+    al3 = ms::Allocation();
+    EXPECT_EQ(c.stats().live, 0u) << "move-assigning over an Allocation frees it";
+
+    c.reset();
+    EXPECT_FALSE(shm_exists(n1));
+    c.reset();  // idempotent
+}
+
+TEST(Wrapper, ReleaseKeepsBlockAndHandle) {
+    const std::string name = unique_name();
+    ms::Pool pool = ms::Pool::create(name, small());
+    ms::Allocation a = pool.alloc(256);
+    const uint64_t off = a.release();
+    EXPECT_FALSE(a);
+    EXPECT_EQ(pool.stats().live, 1u);
+    pool.free(off);
+    EXPECT_EQ(pool.stats().live, 0u);
+    expect_error(MCSHM_ERR_DOUBLE_FREE, [&] { pool.free(off); });
+
+    mcshm_pool* raw = pool.release();
+    EXPECT_FALSE(pool);
+    EXPECT_TRUE(shm_exists(name));
+    mcshm_pool_destroy(raw);
+    EXPECT_FALSE(shm_exists(name));
+}
+
+TEST(Wrapper, ErrorsThrowAndTryVariantsReturnCodes) {
+    const std::string name = unique_name();
+    expect_error(MCSHM_ERR_NOT_FOUND, [&] { ms::Pool::open(name); });
+    expect_error(MCSHM_ERR_INVALID_NAME, [&] { ms::Pool::create("a/b", small()); });
+
+    ms::Pool pool = ms::Pool::create(name, small());
+    expect_error(MCSHM_ERR_ALREADY_EXISTS, [&] { ms::Pool::create(name, small()); });
+    expect_error(MCSHM_ERR_ZERO_SIZE, [&] { (void)pool.alloc(0); });
+    expect_error(MCSHM_ERR_BAD_ALIGNMENT, [&] { (void)pool.alloc(64, 3); });
+    expect_error(MCSHM_ERR_TOO_LARGE, [&] { (void)pool.alloc(2 << 20); });
+    expect_error(MCSHM_ERR_OUT_OF_BOUNDS, [&] { (void)pool.ptr(pool.size(), 1); });
+    int x = 0;
+    expect_error(MCSHM_ERR_OUT_OF_BOUNDS, [&] { (void)pool.offset_of(&x); });
+
+    uint64_t off = 0;
+    EXPECT_EQ(pool.try_alloc(0, 0, &off), MCSHM_ERR_ZERO_SIZE);
+    ASSERT_EQ(pool.try_alloc(128, 0, &off), MCSHM_OK);
+    void* p = nullptr;
+    EXPECT_EQ(pool.try_ptr(off, 128, &p), MCSHM_OK);
+    uint64_t back = 0;
+    EXPECT_EQ(pool.try_offset_of(p, &back), MCSHM_OK);
+    EXPECT_EQ(back, off);
+    ms::PoolStats st{};
+    EXPECT_EQ(pool.try_stats(&st), MCSHM_OK);
+    EXPECT_EQ(st.live, 1u);
+    EXPECT_EQ(pool.try_free(off), MCSHM_OK);
+    EXPECT_EQ(pool.try_free(off), MCSHM_ERR_DOUBLE_FREE);
+
+    // try_create/try_open leave the target untouched on failure.
+    ms::Pool keep = ms::Pool::create(unique_name(), small());
+    void* keep_base = keep.base();
+    EXPECT_EQ(ms::Pool::try_create(name, small(), keep), MCSHM_ERR_ALREADY_EXISTS);
+    EXPECT_EQ(ms::Pool::try_open(unique_name(), nullptr, keep), MCSHM_ERR_NOT_FOUND);
+    EXPECT_EQ(keep.base(), keep_base);
+    EXPECT_TRUE(keep.is_owner());
+}
+
+TEST(Wrapper, PeerHandle) {
+    const std::string name = unique_name();
+    ms::Pool owner = ms::Pool::create(name, small());
+    ms::Allocation a = owner.alloc(64);
+    std::strcpy(static_cast<char*>(a.data()), "peer sees this");
+    {
+        ms::Pool peer = ms::Pool::open(name);
+        EXPECT_FALSE(peer.is_owner());
+        EXPECT_EQ(peer.name(), name);
+        EXPECT_EQ(peer.size(), owner.size());
+        EXPECT_STREQ(static_cast<const char*>(peer.ptr(a.offset(), 64)), "peer sees this");
+        expect_error(MCSHM_ERR_NOT_OWNER, [&] { (void)peer.alloc(64); });
+        expect_error(MCSHM_ERR_NOT_OWNER, [&] { peer.free(a.offset()); });
+        EXPECT_EQ(peer.stats().live, 0u);
+    }
+    EXPECT_TRUE(shm_exists(name)) << "~Pool (peer) must not unlink";
+}
+
+TEST(Wrapper, FailedCreateLeavesNothing) {
+    const std::string name = unique_name();
+    ms::PoolOptions o = small();
+    o.extra_flags = 0x80;  // rejected by the C layer
+    expect_error(MCSHM_ERR_INVALID_ARGUMENT, [&] { ms::Pool::create(name, o); });
+    EXPECT_FALSE(shm_exists(name));
+}
+
+TEST(Wrapper, ManyAllocationsInAVector) {
+    ms::Pool pool = ms::Pool::create(unique_name(), small());
+    {
+        std::vector<ms::Allocation> v;
+        for (int i = 0; i < 64; ++i) v.push_back(pool.alloc(1000 + i));  // reallocations move
+        EXPECT_EQ(pool.stats().live, 64u);
+        for (size_t i = 0; i < v.size(); ++i) std::memset(v[i].data(), int(i), v[i].size());
+        for (size_t i = 0; i < v.size(); ++i)
+            EXPECT_EQ(static_cast<unsigned char*>(v[i].data())[v[i].size() - 1], i);
+    }
+    EXPECT_EQ(pool.stats().live, 0u);
+    EXPECT_EQ(pool.stats().in_use, 0u);
+}
+
+TEST(Wrapper, PoolInADirectory) {
+    char tmpl[] = "/tmp/mcshm_t_dir_XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    const std::string dir = tmpl;
+    const std::string name = unique_name("d");
+    {
+        ms::PoolOptions o = small();
+        o.dir = dir;
+        ms::Pool owner = ms::Pool::create(name, o);
+        EXPECT_EQ(::access((dir + "/" + name).c_str(), F_OK), 0);
+        EXPECT_FALSE(shm_exists(name));
+        ms::Allocation a = owner.alloc(64);
+        std::strcpy(static_cast<char*>(a.data()), "in a dir");
+        ms::Pool peer = ms::Pool::open(name, dir.c_str());
+        EXPECT_STREQ(static_cast<const char*>(peer.ptr(a.offset(), 9)), "in a dir");
+        expect_error(MCSHM_ERR_NOT_FOUND, [&] { ms::Pool::open(name); });  // not in /dev/shm
+    }
+    EXPECT_NE(::access((dir + "/" + name).c_str(), F_OK), 0) << "owner unlinks in its dir";
+    ::unlink((dir + "/" + name).c_str());
+    ::rmdir(dir.c_str());
+}
+
+// ---- Table -----------------------------------------------------------------
+
+TEST(TableWrapper, SegmentsResolveLocate) {
+    ms::Table t = ms::Table::create();
+    ASSERT_TRUE(t);
+    alignas(4096) static unsigned char seg0[8192], seg1[4096];
+    t.insert_segment(0, seg0, sizeof seg0);
+    t.insert_segment(7, seg1, sizeof seg1);
+    EXPECT_EQ(t.resolve(0, 0, 8192), seg0);
+    EXPECT_EQ(t.resolve(7, 4095, 1), seg1 + 4095);
+    ms::Location l = t.locate(seg0 + 8191);
+    EXPECT_EQ(l.segment, 0u);
+    EXPECT_EQ(l.offset, 8191u);
+    l = t.locate(seg1);
+    EXPECT_EQ(l.segment, 7u);
+    EXPECT_EQ(l.offset, 0u);
+
+    expect_error(MCSHM_ERR_OUT_OF_BOUNDS, [&] { (void)t.resolve(7, 4095, 2); });
+    expect_error(MCSHM_ERR_OUT_OF_BOUNDS, [&] { (void)t.resolve(7, UINT64_MAX, 2); });
+    expect_error(MCSHM_ERR_NOT_FOUND, [&] { (void)t.resolve(1, 0, 1); });
+    expect_error(MCSHM_ERR_ALREADY_EXISTS, [&] { t.insert_segment(7, seg1, sizeof seg1); });
+    int x = 0;
+    expect_error(MCSHM_ERR_NOT_FOUND, [&] { (void)t.locate(&x); });
+    ms::TableConfig cfg;
+    expect_error(MCSHM_ERR_INVALID_ARGUMENT,
+                 [&] { t.insert_segment(cfg.max_segments, seg1, sizeof seg1); });
+
+    t.remove_segment(7);
+    expect_error(MCSHM_ERR_NOT_FOUND, [&] { (void)t.resolve(7, 0, 1); });
+    expect_error(MCSHM_ERR_NOT_FOUND, [&] { t.remove_segment(7); });
+    void* p = nullptr;
+    EXPECT_EQ(t.try_resolve(7, 0, 1, &p), MCSHM_ERR_NOT_FOUND);
+    EXPECT_EQ(t.try_resolve(0, 10, 1, &p), MCSHM_OK);
+    EXPECT_EQ(p, seg0 + 10);
+    ms::Location loc;
+    EXPECT_EQ(t.try_locate(seg0 + 3, &loc), MCSHM_OK);
+    EXPECT_EQ(loc.offset, 3u);
+    EXPECT_EQ(t.try_locate(seg0, nullptr), MCSHM_ERR_NULL_ARGUMENT);
+}
+
+TEST(TableWrapper, RemoteRangesRelocate) {
+    ms::Table t = ms::Table::create();
+    alignas(4096) static unsigned char local[4 * 4096];
+    const uint64_t r0 = 0x7f1234560000ull;   // peer 1, 2 pages
+    const uint64_t r1 = r0 + 0x10000;        // peer 1, 1 page, after a gap
+    t.insert_remote(1, r0, 8192, local);
+    t.insert_remote(1, r1, 4096, local + 8192);
+    t.insert_remote(2, r0, 4096, local + 12288);  // same address, other peer
+
+    EXPECT_EQ(t.relocate(1, r0, 1), local);
+    EXPECT_EQ(t.relocate(1, r0 + 8191, 1), local + 8191);
+    EXPECT_EQ(t.relocate(1, r0, 8192), local);
+    EXPECT_EQ(t.relocate(1, r1 + 4095, 1), local + 8192 + 4095);
+    EXPECT_EQ(t.relocate(2, r0 + 5, 10), local + 12288 + 5);
+
+    expect_error(MCSHM_ERR_OUT_OF_BOUNDS, [&] { (void)t.relocate(1, r0 + 8191, 2); });
+    expect_error(MCSHM_ERR_NOT_FOUND, [&] { (void)t.relocate(1, r0 + 8192, 1); });
+    expect_error(MCSHM_ERR_NOT_FOUND, [&] { (void)t.relocate(1, r0 - 1, 1); });
+    expect_error(MCSHM_ERR_NOT_FOUND, [&] { (void)t.relocate(3, r0, 1); });
+    // Overlap with a range of the same peer.
+    expect_error(MCSHM_ERR_ALREADY_EXISTS, [&] { t.insert_remote(1, r0 + 4096, 4096, local); });
+    // Unaligned bases.
+    expect_error(MCSHM_ERR_INVALID_ARGUMENT, [&] { t.insert_remote(1, r0 + 0x20001, 4096, local); });
+    expect_error(MCSHM_ERR_INVALID_ARGUMENT,
+                 [&] { t.insert_remote(1, r0 + 0x20000, 4096, local + 1); });
+
+    t.remove_remote(1, r0);
+    expect_error(MCSHM_ERR_NOT_FOUND, [&] { (void)t.relocate(1, r0, 1); });
+    EXPECT_EQ(t.relocate(1, r1, 1), local + 8192);
+    expect_error(MCSHM_ERR_NOT_FOUND, [&] { t.remove_remote(1, r0); });
+    void* p = nullptr;
+    EXPECT_EQ(t.try_relocate(2, r0, 1, &p), MCSHM_OK);
+    EXPECT_EQ(p, local + 12288);
+    EXPECT_EQ(t.try_insert_remote(1, r0, 4096, local), MCSHM_OK);  // reinsert after removal
+    EXPECT_EQ(t.try_remove_remote(1, r0), MCSHM_OK);
+}
+
+TEST(TableWrapper, ManyRangesStayExact) {
+    ms::TableConfig cfg;
+    ms::Table t = ms::Table::create(cfg);
+    alignas(4096) static unsigned char local[4096];
+    const uint64_t base = 0x500000000000ull;
+    constexpr int kN = 1000;
+    for (int i = 0; i < kN; ++i)  // ranges of 1..3 pages, each followed by a 1-page gap
+        t.insert_remote(4, base + uint64_t(i) * 4 * 4096, uint64_t(1 + i % 3) * 4096, local);
+    for (int i = 0; i < kN; ++i) {
+        const uint64_t r = base + uint64_t(i) * 4 * 4096;
+        const uint64_t len = uint64_t(1 + i % 3) * 4096;
+        void* p = nullptr;
+        ASSERT_EQ(t.try_relocate(4, r + len - 1, 1, &p), MCSHM_OK) << i;
+        EXPECT_EQ(p, local + len - 1);
+        EXPECT_EQ(t.try_relocate(4, r + len, 1, &p), MCSHM_ERR_NOT_FOUND) << i;
+    }
+}
+
+TEST(TableWrapper, MoveAndReset) {
+    ms::Table a = ms::Table::create();
+    mcshm_table* raw = a.get();
+    ms::Table b = std::move(a);
+    EXPECT_FALSE(a);  // NOLINT(bugprone-use-after-move)
+    EXPECT_EQ(b.get(), raw);
+    b.reset();
+    EXPECT_FALSE(b);
+    ms::Table c;
+    EXPECT_EQ(ms::Table::try_create(ms::TableConfig{}, c), MCSHM_OK);
+    EXPECT_TRUE(c);
+}
+
+}  // namespace

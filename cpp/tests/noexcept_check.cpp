@@ -1,0 +1,20 @@
+// Compiled with -fno-exceptions: the headers must stay usable through the
+// try_* API (and the adapter) for users who build without exceptions.
+#include "mooncake_shm.hpp"
+#include "mooncake_shm_adapter.h"
+
+int mooncake_shm_noexcept_check(const char* name) {
+    mooncake::shm::Pool pool;
+    int rc = mooncake::shm::Pool::try_create(name, mooncake::shm::PoolOptions{}, pool);
+    if (rc != MCSHM_OK) return rc;
+    uint64_t off = 0;
+    rc = pool.try_alloc(64, 0, &off);
+    if (rc != MCSHM_OK) return rc;
+    mooncake::shm::ShmTransportAdapter ad("noexcept", 1 << 20);
+    mooncake::shm::LocalBuffer b;
+    rc = ad.allocateLocal(64, &b);
+    if (rc != MCSHM_OK) return rc;
+    uint64_t a = reinterpret_cast<uintptr_t>(b.addr);
+    (void)ad.relocate(a, 1, 0);
+    return pool.try_free(off);
+}
