@@ -1,7 +1,7 @@
 //! Allocation: the Rust arena (and the `Pool` around it) against the
-//! raw-syscall path (the crate's own `segment` layer: `shm_open` + `ftruncate`
-//! + `mmap` per buffer, `munmap` + `shm_unlink` on drop) and, with feature
-//! `bench-baseline`, the C++ model of Mooncake's current allocator.
+//! raw-syscall path (the crate's own `segment` layer: `shm_open`, `ftruncate`
+//! and `mmap` per buffer, `munmap` and `shm_unlink` on drop) and, with
+//! feature `bench-baseline`, the C++ model of Mooncake's current allocator.
 //!
 //! Groups:
 //! - `alloc_free/<impl>/<size>`: one allocation immediately freed, for 4 KiB,
@@ -253,9 +253,7 @@ fn threads(c: &mut Criterion) {
             })
         });
         g.bench_with_input(BenchmarkId::new("arena_per_thread", n), &n, |b, &n| {
-            b.iter_custom(|iters| {
-                timed_parallel(n, |t| arena_pairs(&private[t], &sizes[t], iters))
-            })
+            b.iter_custom(|iters| timed_parallel(n, |t| arena_pairs(&private[t], &sizes[t], iters)))
         });
         g.bench_with_input(BenchmarkId::new("segment", n), &n, |b, &n| {
             b.iter_custom(|iters| {

@@ -378,11 +378,20 @@ fn main() {
     );
     println!(
         "{:<12} {:>10} {:>10} {:>9} {:>9} {:>9} {:>13} {:>12}",
-        "sizes", "avg util", "min util", "max live", "ns/alloc", "ns/free", "metadata full",
+        "sizes",
+        "avg util",
+        "min util",
+        "max live",
+        "ns/alloc",
+        "ns/free",
+        "metadata full",
         "fragmented"
     );
     let mut random_ok = true;
-    for (name, dist) in [("log-uniform", Dist::LogUniform), ("uniform", Dist::Uniform)] {
+    for (name, dist) in [
+        ("log-uniform", Dist::LogUniform),
+        ("uniform", Dist::Uniform),
+    ] {
         let r = random_fill(&args, dist, &mut arena(args.capacity, 1 << 20));
         let reference = random_fill(&args, dist, &mut BestFit::new(args.capacity, args.align));
         println!(
