@@ -117,6 +117,17 @@
 #define MCSHM_ERR_PANIC 21
 
 /**
+ * A descriptor offered as a memfd pool is not sealed against shrinking.
+ */
+#define MCSHM_ERR_NOT_SEALED 22
+
+/**
+ * Size of a buffer that always holds a `mcshm_unique_name` result,
+ * terminating NUL included.
+ */
+#define MCSHM_UNIQUE_NAME_BUF_LEN 255
+
+/**
  * `mcshm_pool_options.flags` bit: fault every page in at creation.
  */
 #define MCSHM_POOL_PREFAULT 1
@@ -234,6 +245,85 @@ void mcshm_pool_options_init(struct mcshm_pool_options *opts);
 int32_t mcshm_pool_create(const char *name,
                           const struct mcshm_pool_options *opts,
                           struct mcshm_pool **out);
+
+/**
+ * Creates an anonymous pool in a sealed memfd (no name; nothing to clean up
+ * after a crash; its size can never change, so peers cannot be hit by
+ * SIGBUS). Hand its descriptor (`mcshm_pool_fd`) to peers over a Unix
+ * socket (`mcshm_send_fd`); they call `mcshm_pool_open_fd`. `opts->dir`
+ * must be NULL and `opts->mode` is ignored.
+ *
+ * # Safety
+ * `opts` is NULL (defaults) or a valid options struct; `out` is writable.
+ */
+int32_t mcshm_pool_create_memfd(const struct mcshm_pool_options *opts, struct mcshm_pool **out);
+
+/**
+ * Writes the sealed memfd of a pool made by `mcshm_pool_create_memfd` to
+ * `out_fd`. The descriptor stays owned by the pool (do not close it); it
+ * is valid until `mcshm_pool_destroy`. `MCSHM_ERR_INVALID_ARGUMENT` for a
+ * named pool or a peer's handle.
+ *
+ * # Safety
+ * `pool` is a live handle; `out_fd` is writable.
+ */
+int32_t mcshm_pool_fd(const struct mcshm_pool *pool, int32_t *out_fd);
+
+/**
+ * Maps a memfd pool from a received descriptor, as a peer, after checking
+ * that it is sealed against shrinking (`MCSHM_ERR_NOT_SEALED` otherwise)
+ * and validating its header as `mcshm_pool_open` does. `fd` is borrowed:
+ * the caller still owns it and may close it right after the call.
+ *
+ * # Safety
+ * `out` is writable. `fd` is any integer (a bad one gives `MCSHM_ERR_OS`).
+ */
+int32_t mcshm_pool_open_fd(int32_t fd, struct mcshm_pool **out);
+
+/**
+ * Sends descriptor `fd` over the connected Unix socket `sock`
+ * (`SCM_RIGHTS`, one data byte). `fd` stays open in the caller.
+ */
+int32_t mcshm_send_fd(int32_t sock, int32_t fd);
+
+/**
+ * Receives one descriptor sent with `mcshm_send_fd` (blocking as `sock`
+ * does) and writes it to `out_fd`; the caller owns it (`O_CLOEXEC` set).
+ * `MCSHM_ERR_OS` with errno `ECONNRESET` if the sender closed the socket;
+ * `MCSHM_ERR_NOT_FOUND` if a message carried no descriptor.
+ *
+ * # Safety
+ * `out_fd` is writable.
+ */
+int32_t mcshm_recv_fd(int32_t sock, int32_t *out_fd);
+
+/**
+ * Writes a fresh pool name `<prefix>.<pid>.<starttime>.<random>` for the
+ * calling process, NUL-terminated, into `buf` (`buf_len` bytes;
+ * `MCSHM_UNIQUE_NAME_BUF_LEN` always suffices). Name pools this way so
+ * `mcshm_cleanup_stale` can tell whether their creator is still alive.
+ * `MCSHM_ERR_INVALID_NAME` for a bad prefix (empty, '/', longer than 205
+ * bytes); `MCSHM_ERR_INVALID_ARGUMENT` if `buf` is too small (then `buf`
+ * is left untouched).
+ *
+ * # Safety
+ * `prefix` is NUL-terminated; `buf` is NULL or writable for `buf_len` bytes.
+ */
+int32_t mcshm_unique_name(const char *prefix, char *buf, size_t buf_len);
+
+/**
+ * Removes the stale objects named `<prefix>.<pid>.<starttime>.<random>` in
+ * `dir` (NULL: /dev/shm): those whose creator is dead (no such process, or
+ * the pid now belongs to a process with another start time) and on which
+ * no live owner holds its lock. Writes how many were removed to
+ * `out_removed` (may be NULL). Live pools are never touched; mappings of
+ * removed objects stay valid.
+ *
+ * # Safety
+ * `prefix` (and `dir` when non-NULL) are NUL-terminated; `out_removed` is
+ * NULL or writable.
+ */
+int32_t mcshm_cleanup_stale(const char *prefix, const char *dir, uint64_t *out_removed);
 
 /**
  * Opens an existing pool as a peer: maps it after validating its header;

@@ -49,6 +49,9 @@ pub enum Error {
     NotReady,
     /// The operation is reserved to the pool's owner (peers never allocate).
     NotOwner,
+    /// A descriptor offered as a memfd pool is not sealed against shrinking
+    /// (`F_SEAL_SHRINK`), so mapping it would risk `SIGBUS`.
+    NotSealed,
     /// A syscall failed; the payload is its `errno`.
     Os(i32),
 }
@@ -78,6 +81,7 @@ impl Error {
             Error::VersionMismatch => "pool layout version mismatch",
             Error::NotReady => "pool is not initialized yet",
             Error::NotOwner => "operation reserved to the pool owner",
+            Error::NotSealed => "descriptor is not sealed against shrinking",
             Error::Os(_) => "system call failed",
         }
     }

@@ -12,6 +12,7 @@
 #![allow(non_camel_case_types)]
 
 use crate::arena::ArenaStats;
+use crate::cleanup;
 use crate::pool::{Pool, PoolOptions};
 use crate::sys::AnonMap;
 use crate::table::{Table, TableConfig};
@@ -65,6 +66,12 @@ pub const MCSHM_ERR_NOT_OWNER: i32 = 19;
 pub const MCSHM_ERR_OS: i32 = 20;
 /// An internal bug was caught at the boundary (please report it).
 pub const MCSHM_ERR_PANIC: i32 = 21;
+/// A descriptor offered as a memfd pool is not sealed against shrinking.
+pub const MCSHM_ERR_NOT_SEALED: i32 = 22;
+
+/// Size of a buffer that always holds a `mcshm_unique_name` result,
+/// terminating NUL included.
+pub const MCSHM_UNIQUE_NAME_BUF_LEN: usize = 255;
 
 /// `mcshm_pool_options.flags` bit: fault every page in at creation.
 pub const MCSHM_POOL_PREFAULT: u32 = 1;
@@ -96,6 +103,7 @@ fn code_of(err: Error) -> i32 {
         Error::VersionMismatch => MCSHM_ERR_VERSION_MISMATCH,
         Error::NotReady => MCSHM_ERR_NOT_READY,
         Error::NotOwner => MCSHM_ERR_NOT_OWNER,
+        Error::NotSealed => MCSHM_ERR_NOT_SEALED,
         Error::Os(errno) => {
             LAST_OS_ERROR.with(|e| e.set(errno));
             MCSHM_ERR_OS
@@ -286,27 +294,205 @@ pub unsafe extern "C" fn mcshm_pool_create(
         check_out(out)?;
         // SAFETY: per the function's contract.
         let name = unsafe { arg_str(name)? };
-        let mut o = PoolOptions::default();
-        if !opts.is_null() {
-            // SAFETY: non-null; validity is the caller's contract.
-            let c = unsafe { arg_ref(opts)? };
-            o.capacity = c.capacity;
-            o.mode = c.mode;
-            o.prefault = c.flags & MCSHM_POOL_PREFAULT != 0;
-            o.huge_pages = c.flags & MCSHM_POOL_HUGE_PAGES != 0;
-            o.max_blocks = c.max_blocks;
-            if c.flags & !(MCSHM_POOL_PREFAULT | MCSHM_POOL_HUGE_PAGES) != 0 {
-                return Err(Error::InvalidArgument.into());
-            }
-            if !c.dir.is_null() {
-                // SAFETY: non-null; NUL termination is the caller's contract.
-                o.dir = Some(unsafe { arg_str(c.dir)? });
-            }
-        }
+        // SAFETY: per the function's contract.
+        let o = unsafe { pool_options(opts)? };
         let pool = Pool::create(name, &o)?;
         let handle = Box::into_raw(Box::new(mcshm_pool { pool }));
         // SAFETY: `out` was checked non-null and aligned at entry.
         unsafe { out.write(handle) };
+        Ok(())
+    })
+}
+
+/// Converts C options (NULL = defaults) to `PoolOptions`.
+///
+/// # Safety
+/// `opts` is NULL or a valid options struct whose `dir` is NULL or
+/// NUL-terminated and outlives `'a`.
+unsafe fn pool_options<'a>(opts: *const mcshm_pool_options) -> Result<PoolOptions<'a>, Fail> {
+    let mut o = PoolOptions::default();
+    if !opts.is_null() {
+        // SAFETY: non-null; validity is the caller's contract.
+        let c = unsafe { arg_ref(opts)? };
+        o.capacity = c.capacity;
+        o.mode = c.mode;
+        o.prefault = c.flags & MCSHM_POOL_PREFAULT != 0;
+        o.huge_pages = c.flags & MCSHM_POOL_HUGE_PAGES != 0;
+        o.max_blocks = c.max_blocks;
+        if c.flags & !(MCSHM_POOL_PREFAULT | MCSHM_POOL_HUGE_PAGES) != 0 {
+            return Err(Error::InvalidArgument.into());
+        }
+        if !c.dir.is_null() {
+            // SAFETY: non-null; NUL termination is the caller's contract.
+            o.dir = Some(unsafe { arg_str(c.dir)? });
+        }
+    }
+    Ok(o)
+}
+
+/// Creates an anonymous pool in a sealed memfd (no name; nothing to clean up
+/// after a crash; its size can never change, so peers cannot be hit by
+/// SIGBUS). Hand its descriptor (`mcshm_pool_fd`) to peers over a Unix
+/// socket (`mcshm_send_fd`); they call `mcshm_pool_open_fd`. `opts->dir`
+/// must be NULL and `opts->mode` is ignored.
+///
+/// # Safety
+/// `opts` is NULL (defaults) or a valid options struct; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_pool_create_memfd(
+    opts: *const mcshm_pool_options,
+    out: *mut *mut mcshm_pool,
+) -> i32 {
+    guard(|| {
+        check_out(out)?;
+        // SAFETY: per the function's contract.
+        let o = unsafe { pool_options(opts)? };
+        let pool = Pool::create_memfd(&o)?;
+        let handle = Box::into_raw(Box::new(mcshm_pool { pool }));
+        // SAFETY: `out` was checked non-null and aligned at entry.
+        unsafe { out.write(handle) };
+        Ok(())
+    })
+}
+
+/// Writes the sealed memfd of a pool made by `mcshm_pool_create_memfd` to
+/// `out_fd`. The descriptor stays owned by the pool (do not close it); it
+/// is valid until `mcshm_pool_destroy`. `MCSHM_ERR_INVALID_ARGUMENT` for a
+/// named pool or a peer's handle.
+///
+/// # Safety
+/// `pool` is a live handle; `out_fd` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_pool_fd(pool: *const mcshm_pool, out_fd: *mut i32) -> i32 {
+    guard(|| {
+        check_out(out_fd)?;
+        // SAFETY: per the function's contract.
+        let p = unsafe { arg_ref(pool)? };
+        let fd = p.pool.fd().ok_or(Error::InvalidArgument)?;
+        // SAFETY: checked at entry.
+        unsafe { out_fd.write(fd) };
+        Ok(())
+    })
+}
+
+/// Maps a memfd pool from a received descriptor, as a peer, after checking
+/// that it is sealed against shrinking (`MCSHM_ERR_NOT_SEALED` otherwise)
+/// and validating its header as `mcshm_pool_open` does. `fd` is borrowed:
+/// the caller still owns it and may close it right after the call.
+///
+/// # Safety
+/// `out` is writable. `fd` is any integer (a bad one gives `MCSHM_ERR_OS`).
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_pool_open_fd(fd: i32, out: *mut *mut mcshm_pool) -> i32 {
+    guard(|| {
+        check_out(out)?;
+        let pool = Pool::open_fd(fd)?;
+        let handle = Box::into_raw(Box::new(mcshm_pool { pool }));
+        // SAFETY: `out` was checked non-null and aligned at entry.
+        unsafe { out.write(handle) };
+        Ok(())
+    })
+}
+
+/// Sends descriptor `fd` over the connected Unix socket `sock`
+/// (`SCM_RIGHTS`, one data byte). `fd` stays open in the caller.
+#[no_mangle]
+pub extern "C" fn mcshm_send_fd(sock: i32, fd: i32) -> i32 {
+    guard(|| crate::sys::send_fd(sock, fd).map_err(Fail::from))
+}
+
+/// Receives one descriptor sent with `mcshm_send_fd` (blocking as `sock`
+/// does) and writes it to `out_fd`; the caller owns it (`O_CLOEXEC` set).
+/// `MCSHM_ERR_OS` with errno `ECONNRESET` if the sender closed the socket;
+/// `MCSHM_ERR_NOT_FOUND` if a message carried no descriptor.
+///
+/// # Safety
+/// `out_fd` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_recv_fd(sock: i32, out_fd: *mut i32) -> i32 {
+    guard(|| {
+        check_out(out_fd)?;
+        let fd = crate::sys::recv_fd(sock)?;
+        // SAFETY: checked at entry.
+        unsafe { out_fd.write(fd.into_raw()) };
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Crash cleanup
+// ---------------------------------------------------------------------------
+
+/// Writes a fresh pool name `<prefix>.<pid>.<starttime>.<random>` for the
+/// calling process, NUL-terminated, into `buf` (`buf_len` bytes;
+/// `MCSHM_UNIQUE_NAME_BUF_LEN` always suffices). Name pools this way so
+/// `mcshm_cleanup_stale` can tell whether their creator is still alive.
+/// `MCSHM_ERR_INVALID_NAME` for a bad prefix (empty, '/', longer than 205
+/// bytes); `MCSHM_ERR_INVALID_ARGUMENT` if `buf` is too small (then `buf`
+/// is left untouched).
+///
+/// # Safety
+/// `prefix` is NUL-terminated; `buf` is NULL or writable for `buf_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_unique_name(
+    prefix: *const c_char,
+    buf: *mut c_char,
+    buf_len: usize,
+) -> i32 {
+    guard(|| {
+        if buf.is_null() {
+            return Err(ArgError::Null.into());
+        }
+        // SAFETY: per the function's contract.
+        let prefix = unsafe { arg_str(prefix)? };
+        let mut tmp = [0u8; cleanup::NAME_BUF_LEN];
+        let name = cleanup::unique_name(prefix, &mut tmp)?;
+        if name.len() >= buf_len {
+            return Err(Error::InvalidArgument.into());
+        }
+        // SAFETY: `buf` is non-null and writable for `buf_len > name.len()`
+        // bytes (caller's contract); `tmp` is a distinct local array.
+        unsafe {
+            core::ptr::copy_nonoverlapping(name.as_ptr(), buf.cast::<u8>(), name.len());
+            buf.add(name.len()).write(0);
+        }
+        Ok(())
+    })
+}
+
+/// Removes the stale objects named `<prefix>.<pid>.<starttime>.<random>` in
+/// `dir` (NULL: /dev/shm): those whose creator is dead (no such process, or
+/// the pid now belongs to a process with another start time) and on which
+/// no live owner holds its lock. Writes how many were removed to
+/// `out_removed` (may be NULL). Live pools are never touched; mappings of
+/// removed objects stay valid.
+///
+/// # Safety
+/// `prefix` (and `dir` when non-NULL) are NUL-terminated; `out_removed` is
+/// NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_cleanup_stale(
+    prefix: *const c_char,
+    dir: *const c_char,
+    out_removed: *mut u64,
+) -> i32 {
+    guard(|| {
+        if !out_removed.is_null() {
+            check_out(out_removed)?;
+        }
+        // SAFETY: per the function's contract.
+        let prefix = unsafe { arg_str(prefix)? };
+        let dir = if dir.is_null() {
+            None
+        } else {
+            // SAFETY: non-null; NUL termination is the caller's contract.
+            Some(unsafe { arg_str(dir)? })
+        };
+        let n = cleanup::remove_stale(prefix, dir)?;
+        if !out_removed.is_null() {
+            // SAFETY: non-null, checked aligned above; writable per contract.
+            unsafe { out_removed.write(n as u64) };
+        }
         Ok(())
     })
 }
@@ -740,6 +926,7 @@ pub extern "C" fn mcshm_strerror(code: i32) -> *const c_char {
         MCSHM_ERR_NOT_OWNER => c"operation reserved to the pool owner",
         MCSHM_ERR_OS => c"system call failed (see mcshm_last_os_error)",
         MCSHM_ERR_PANIC => c"internal error caught at the C boundary",
+        MCSHM_ERR_NOT_SEALED => c"descriptor is not sealed against shrinking",
         _ => c"unknown result code",
     };
     s.as_ptr()
@@ -776,6 +963,7 @@ mod tests {
             Error::VersionMismatch,
             Error::NotReady,
             Error::NotOwner,
+            Error::NotSealed,
             Error::Os(5),
         ];
         let mut codes: Vec<i32> = all.iter().map(|e| code_of(*e)).collect();

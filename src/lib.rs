@@ -13,6 +13,7 @@
 //! | `sys`     | `libc`              | thin wrappers over the syscalls, errno -> [`Error`] |
 //! | `segment` | `sys`               | one named shm object: create-exclusive / open-existing / map / unlink |
 //! | `pool`    | `segment`, `arena`  | a segment with a validated header, plus its arena |
+//! | `cleanup` | `sys`               | crash cleanup: name scheme, creator liveness, stale-object removal |
 //! | `ffi`     | all (feature `capi`)| the C ABI behind `include/mooncake_shm.h` |
 //!
 //! `arena` and `table` are pure: they build for `x86_64-unknown-none` with
@@ -43,6 +44,10 @@ pub mod segment;
 #[cfg(feature = "os")]
 /// cbindgen:ignore
 pub mod pool;
+
+#[cfg(feature = "os")]
+/// cbindgen:ignore
+pub mod cleanup;
 
 #[cfg(feature = "capi")]
 pub mod ffi;

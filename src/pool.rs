@@ -21,6 +21,30 @@
 //! **Offsets are from the mapping base**: `alloc` returns `arena_offset +
 //! DATA_OFFSET`, so any process computes `its_base + offset`
 //! (or calls [`Pool::ptr`]).
+//!
+//! # Named pools and memfd pools
+//!
+//! - [`Pool::create`] / [`Pool::open`]: a named object in `/dev/shm` (or a
+//!   directory). Peers find it by name. Name it with [`unique_name`] so a
+//!   crash cleaner (`crate::cleanup`) can tell whether its creator is still
+//!   alive; the owner also holds a shared `flock` on it for its lifetime.
+//!   Risk: anyone who may open the object read-write can shrink it, and every
+//!   process that then touches the lost pages gets `SIGBUS`. Mode `0o600`
+//!   (the default) limits that to the owner's user.
+//! - [`Pool::create_memfd`] / [`Pool::open_fd`]: an anonymous memfd sealed
+//!   against shrinking and growing, handed to peers as a descriptor over a
+//!   Unix socket (`sys::send_fd` / `sys::recv_fd`). It has no name (nothing
+//!   to clean up after a crash: the memory goes away with the last
+//!   descriptor and mapping), and no process can change its size, so the
+//!   `SIGBUS` risk is ruled out. A peer refuses a descriptor that is not
+//!   sealed against shrinking (`NotSealed`).
+//!
+//! # Hostile peers
+//!
+//! Everything the owner relies on is private: the arena metadata and the
+//! validated copy of the header ([`PoolInfo`]) used for bounds checks. A peer
+//! that overwrites the shared header cannot corrupt the owner's allocator or
+//! widen anyone's bounds; it only makes *new* opens fail validation.
 
 use crate::arena::{Arena, ArenaSlot, ArenaStats};
 use crate::segment::{Segment, SegmentOptions};
@@ -28,6 +52,18 @@ use crate::sys::{self, AnonMap};
 use crate::{Error, Result};
 use core::ptr::addr_of;
 use core::sync::atomic::{AtomicU32, Ordering};
+
+/// Writes a fresh pool name `<prefix>.<pid>.<starttime>.<random>` for the
+/// calling process into `buf` and returns it: the name scheme crash cleanup
+/// relies on (see `crate::cleanup`, which has the details and the parser).
+/// A buffer of `cleanup::NAME_BUF_LEN` bytes always suffices.
+///
+/// Errors: `InvalidName` for an empty prefix, one with `/` or NUL, or one
+/// longer than `cleanup::MAX_PREFIX_LEN`; `InvalidArgument` if `buf` is too
+/// small; `Os(errno)` if `/proc/self/stat` or `getrandom` fail.
+pub fn unique_name<'b>(prefix: &str, buf: &'b mut [u8]) -> Result<&'b str> {
+    crate::cleanup::unique_name(prefix, buf)
+}
 
 /// How to create a pool.
 #[derive(Debug, Clone, Copy)]
@@ -149,25 +185,33 @@ impl Pool {
         if opts.capacity == 0 {
             return Err(Error::InvalidArgument);
         }
+        crate::segment::validate_name(name)?;
+        Pool::build(opts, |sopts| Segment::create(name, sopts))
+    }
+
+    /// The common part of the two create paths: arena, segment, header.
+    fn build(
+        opts: &PoolOptions<'_>,
+        make_segment: impl FnOnce(&SegmentOptions<'_>) -> Result<Segment>,
+    ) -> Result<Pool> {
+        if opts.capacity == 0 {
+            return Err(Error::InvalidArgument);
+        }
         let total = opts
             .capacity
             .checked_add(Self::DATA_OFFSET)
             .ok_or(Error::InvalidArgument)?;
-        crate::segment::validate_name(name)?;
         // The arena first: it has no side effects if it fails.
         let slots = Arena::<AnonMap<ArenaSlot>>::slots_for(opts.max_blocks as usize);
         let storage = AnonMap::<ArenaSlot>::zeroed(slots)?;
         let arena = Arena::new(opts.capacity, storage)?;
-        let seg = Segment::create(
-            name,
-            &SegmentOptions {
-                len: total,
-                mode: opts.mode,
-                prefault: opts.prefault,
-                huge_pages: opts.huge_pages,
-                dir: opts.dir,
-            },
-        )?;
+        let seg = make_segment(&SegmentOptions {
+            len: total,
+            mode: opts.mode,
+            prefault: opts.prefault,
+            huge_pages: opts.huge_pages,
+            dir: opts.dir,
+        })?;
         let info = PoolInfo {
             version: PoolHeader::VERSION,
             total_size: total,
@@ -177,7 +221,8 @@ impl Pool {
         };
         let hdr = seg.as_ptr().cast::<PoolHeader>();
         // SAFETY: the mapping is at least DATA_OFFSET (> SIZE) bytes,
-        // page-aligned, and was created by us a moment ago (O_EXCL); nobody
+        // page-aligned, and was created by us a moment ago (O_EXCL, or a
+        // memfd nobody else has a descriptor of yet); nobody
         // else has a reason to write it before `ready` is published. Volatile
         // because other processes may map it. `ready` is still 0 (fresh object).
         unsafe {
@@ -198,6 +243,56 @@ impl Pool {
             info,
             arena: Some(arena),
         })
+    }
+
+    /// Creates an anonymous pool in a sealed memfd (see the module docs):
+    /// `memfd_create(MFD_CLOEXEC | MFD_ALLOW_SEALING)`, `ftruncate`, seals
+    /// `F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`, `mmap`, then the same
+    /// header and arena as [`Pool::create`]. The pool keeps the descriptor;
+    /// send [`Pool::fd`] to peers, who call [`Pool::open_fd`].
+    ///
+    /// `opts.mode` does not apply; `opts.dir` must be `None`
+    /// (`InvalidArgument`). Errors otherwise as [`Pool::create`], minus the
+    /// name-related ones.
+    pub fn create_memfd(opts: &PoolOptions<'_>) -> Result<Pool> {
+        if opts.dir.is_some() {
+            return Err(Error::InvalidArgument);
+        }
+        Pool::build(opts, Segment::create_memfd)
+    }
+
+    /// Maps a memfd pool received from its owner, as a peer. `fd` is
+    /// borrowed (neither kept nor closed; close it whenever you like).
+    ///
+    /// Errors: `NotSealed` if the descriptor is not sealed against shrinking
+    /// (a plain shm or regular file, or an unsealed memfd); then as
+    /// [`Pool::open_in`] (`Truncated`, `BadMagic`, `VersionMismatch`,
+    /// `NotReady`, `Os(EBADF)`, ...).
+    pub fn open_fd(fd: i32) -> Result<Pool> {
+        let seg = Segment::open_fd(fd, PoolHeader::SIZE)?;
+        let info = validate(&seg)?;
+        Ok(Pool {
+            seg,
+            info,
+            arena: None,
+        })
+    }
+
+    /// The sealed memfd of a pool made by [`Pool::create_memfd`], to send to
+    /// peers (`sys::send_fd`). Borrowed: it stays open, owned by the pool,
+    /// until the pool is dropped. `None` for named pools and for peers.
+    pub fn fd(&self) -> Option<i32> {
+        if self.seg.is_memfd() {
+            self.seg.fd()
+        } else {
+            None
+        }
+    }
+
+    /// Whether the pool lives in a sealed memfd (created by
+    /// [`Pool::create_memfd`] or opened with [`Pool::open_fd`]).
+    pub fn is_memfd(&self) -> bool {
+        self.seg.is_memfd()
     }
 
     /// Opens the pool `name` in /dev/shm as a peer; see [`Pool::open_in`].

@@ -3,11 +3,14 @@
 //!
 //! A [`Segment`] is either the **owner** (it created the object with
 //! `O_CREAT | O_EXCL`; dropping it unmaps *and unlinks*) or a **peer** (it
-//! opened an existing object; dropping it only unmaps). The file descriptor is
-//! closed as soon as the object is mapped, so a segment costs one mapping and
-//! no descriptor (except an owner in directory mode, see below).
+//! opened an existing object; dropping it only unmaps). A peer closes its
+//! descriptor as soon as the object is mapped. The owner keeps its
+//! descriptor for the segment's lifetime and holds a shared `flock`
+//! (`LOCK_SH`) on it: a crash cleaner (`crate::cleanup`) removes an object
+//! only if it can take the exclusive lock, i.e. only if no live owner holds
+//! it. The lock goes away with the descriptor, on drop or on process death.
 //!
-//! Two backings:
+//! Three backings:
 //! - **POSIX shm** (default): `shm_open("/" + name)`, i.e. a file in
 //!   `/dev/shm`, removed with `shm_unlink`.
 //! - **Directory mode** (`dir = Some(path)`): `openat(dir, name,
@@ -15,6 +18,29 @@
 //!   directory whose file system supports shared mappings), removed with
 //!   `unlinkat`. An owner keeps an `O_PATH` handle on the directory so that
 //!   its drop removes the right file even if the process changes directory.
+//! - **Sealed memfd** ([`Segment::create_memfd`]): an anonymous shmem file
+//!   with no name at all, sealed with `F_SEAL_SHRINK | F_SEAL_GROW |
+//!   F_SEAL_SEAL` before it is mapped, and handed to peers as a descriptor
+//!   (see `sys::send_fd`). A peer ([`Segment::open_fd`]) refuses a
+//!   descriptor without `F_SEAL_SHRINK`.
+//!
+//! # Safety against other processes
+//!
+//! - **Other users**: objects are created with mode `0o600` by default
+//!   (filtered by the umask), exclusively (`O_EXCL`: an existing object,
+//!   perhaps planted by someone else, is never reused). `/dev/shm` is
+//!   sticky (`1777`), so only an object's owner (or root) can unlink or
+//!   rename it. Directory mode adds `O_NOFOLLOW`, so a symbolic link planted
+//!   under the name is refused (`ELOOP`) instead of followed; pick a
+//!   directory only trusted users can write.
+//! - **SIGBUS**: a mapping of a named object faults with `SIGBUS` on any
+//!   page beyond the object's *current* size. Anyone allowed to open the
+//!   object read-write (the same user, with the default mode) can
+//!   `ftruncate` it smaller and crash every process that touches the lost
+//!   pages; this crate cannot prevent that for named objects (`open` checks
+//!   the size once, before mapping). The memfd backing rules it out: the
+//!   kernel refuses any size change once `F_SEAL_SHRINK | F_SEAL_GROW` is set
+//!   (`EPERM`), and seals can never be removed.
 //!
 //! Creation is all-or-nothing: if anything fails after the name came into
 //! existence (`ftruncate`, `fallocate`, `mmap`), the name is unlinked and the
@@ -151,16 +177,32 @@ fn shm_name(name: &str) -> Result<NameBuf> {
     NameBuf::concat(&[b"/", b]).map_err(|_| Error::InvalidName)
 }
 
-/// One mapped, named shared-memory object. See the module docs.
+/// The seals a memfd segment gets, and (`F_SEAL_SHRINK`) the one a peer
+/// insists on.
+pub const MEMFD_SEALS: i32 = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
+/// The name memfd segments are created with (visible only in
+/// `/proc/<pid>/fd` as `/memfd:mooncake-shm`).
+const MEMFD_NAME: &CStr = c"mooncake-shm";
+
+/// One mapped shared-memory object (named, in a directory, or a sealed
+/// memfd). See the module docs.
 pub struct Segment {
     ptr: NonNull<u8>,
     len: usize,
+    /// `"/" + name`; just `"/"` for a memfd.
     name: NameBuf,
     owner: bool,
     /// Whether the object lives in a directory rather than POSIX shm.
     in_dir: bool,
+    /// Whether the object is a memfd (no name; nothing to unlink).
+    memfd: bool,
     /// Owner in directory mode: the directory, for `unlinkat` on drop.
     dir: Option<Fd>,
+    /// Owner only: the object's descriptor. For a named object it holds the
+    /// shared `flock` that tells cleaners the owner is alive; for a memfd it
+    /// is what peers are sent. Closed after the unlink on drop.
+    fd: Option<Fd>,
 }
 
 // SAFETY: a `Segment` owns its mapping (like a `Box<[u8]>` that other
@@ -188,10 +230,13 @@ impl Segment {
         let place = Place::new(opts.dir)?;
         let oflag = libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC;
         let fd = place.open(&cname, oflag, opts.mode)?;
-        // From here on the name exists: undo on any failure.
-        match size_and_map(&fd, opts) {
+        // From here on the name exists: undo on any failure. The shared lock
+        // comes first, so the object is never visible unlocked for long
+        // (a cleaner would also need our name to look dead, which it does not).
+        match sys::flock(&fd, libc::LOCK_SH | libc::LOCK_NB)
+            .and_then(|()| size_and_map(&fd, opts, false))
+        {
             Ok((ptr, len)) => {
-                drop(fd);
                 let dir = match place {
                     Place::Dir(d) => Some(d),
                     Place::Shm => None,
@@ -202,7 +247,9 @@ impl Segment {
                     name: cname,
                     owner: true,
                     in_dir: dir.is_some(),
+                    memfd: false,
                     dir,
+                    fd: Some(fd),
                 })
             }
             Err(e) => {
@@ -246,7 +293,80 @@ impl Segment {
             name: cname,
             owner: false,
             in_dir: dir.is_some(),
+            memfd: false,
             dir: None,
+            fd: None,
+        })
+    }
+
+    /// Creates an anonymous, sealed memfd segment: `memfd_create` with
+    /// `MFD_CLOEXEC | MFD_ALLOW_SEALING` (plus `MFD_HUGETLB` with
+    /// `huge_pages`), sized to `opts.len` (and `posix_fallocate`d with
+    /// `prefault`), sealed with [`MEMFD_SEALS`] so its size can never change
+    /// again, then mapped. The segment keeps the descriptor ([`Segment::fd`])
+    /// to hand to peers; `opts.mode` does not apply (the object has no name;
+    /// only holders of the descriptor, or processes allowed to open
+    /// `/proc/<pid>/fd/<n>`, reach it).
+    ///
+    /// Errors: `InvalidArgument` for `len == 0` or a `dir`; `Os(errno)` from
+    /// any step. Nothing is left behind on error (the memory goes away with
+    /// the descriptor).
+    pub fn create_memfd(opts: &SegmentOptions<'_>) -> Result<Segment> {
+        if opts.len == 0 || usize::try_from(opts.len).is_err() || opts.dir.is_some() {
+            return Err(Error::InvalidArgument);
+        }
+        let mut flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+        if opts.huge_pages {
+            flags |= libc::MFD_HUGETLB;
+        }
+        let fd = sys::memfd_create(MEMFD_NAME, flags)?;
+        // Sealing happens in `size_and_map`, after sizing, before mapping.
+        let (ptr, len) = size_and_map(&fd, opts, true)?;
+        Ok(Segment {
+            ptr,
+            len,
+            name: NameBuf::concat(&[b"/"])?,
+            owner: true,
+            in_dir: false,
+            memfd: true,
+            dir: None,
+            fd: Some(fd),
+        })
+    }
+
+    /// Maps a memfd segment received from its owner, as a peer. `fd` is
+    /// borrowed: it is neither kept nor closed (the mapping does not need it
+    /// once this returns).
+    ///
+    /// Errors, in this order: `NotSealed` unless the descriptor's seals
+    /// (`F_GET_SEALS`) include `F_SEAL_SHRINK` (also for files that cannot be
+    /// sealed at all); `Os(EBADF)` for a bad descriptor; `InvalidArgument`
+    /// if it is not a regular file; `Truncated` if it is empty or shorter
+    /// than `expected_min_len`; `Os(errno)` if `mmap` fails.
+    pub fn open_fd(fd: i32, expected_min_len: u64) -> Result<Segment> {
+        match sys::get_seals(fd) {
+            Ok(seals) if seals & libc::F_SEAL_SHRINK != 0 => {}
+            Ok(_) | Err(Error::Os(libc::EINVAL)) => return Err(Error::NotSealed),
+            Err(e) => return Err(e),
+        }
+        let info = sys::fstat_raw(fd)?;
+        if !info.is_regular {
+            return Err(Error::InvalidArgument);
+        }
+        if info.size == 0 || info.size < expected_min_len {
+            return Err(Error::Truncated);
+        }
+        let len = usize::try_from(info.size).map_err(|_| Error::InvalidArgument)?;
+        let ptr = sys::mmap_shared_raw(fd, len, MapFlags::default())?;
+        Ok(Segment {
+            ptr,
+            len,
+            name: NameBuf::concat(&[b"/"])?,
+            owner: false,
+            in_dir: false,
+            memfd: true,
+            dir: None,
+            fd: None,
         })
     }
 
@@ -292,11 +412,25 @@ impl Segment {
     pub fn in_dir(&self) -> bool {
         self.in_dir
     }
+
+    /// Whether the object is a sealed memfd (no name; [`Segment::name`] is
+    /// empty).
+    pub fn is_memfd(&self) -> bool {
+        self.memfd
+    }
+
+    /// The owner's descriptor of the object (borrowed: it stays open and
+    /// owned by the segment until the drop). `None` for peers. For a memfd
+    /// this is what to send to peers (`sys::send_fd`).
+    pub fn fd(&self) -> Option<i32> {
+        self.fd.as_ref().map(Fd::raw)
+    }
 }
 
 /// Sizes the freshly created object and maps it: `ftruncate`, optional
 /// `posix_fallocate`, `mmap`. Returns the mapping and its length.
-fn size_and_map(fd: &Fd, opts: &SegmentOptions<'_>) -> Result<(NonNull<u8>, usize)> {
+/// With `seal`, adds [`MEMFD_SEALS`] after sizing and before mapping.
+fn size_and_map(fd: &Fd, opts: &SegmentOptions<'_>, seal: bool) -> Result<(NonNull<u8>, usize)> {
     let mut len = opts.len;
     if opts.huge_pages {
         // hugetlbfs reports the huge page size as its block size and refuses
@@ -310,6 +444,9 @@ fn size_and_map(fd: &Fd, opts: &SegmentOptions<'_>) -> Result<(NonNull<u8>, usiz
     sys::ftruncate(fd, len)?;
     if opts.prefault {
         sys::fallocate(fd, len)?;
+    }
+    if seal {
+        sys::add_seals(fd, MEMFD_SEALS)?;
     }
     let flags = MapFlags {
         populate: opts.prefault,
@@ -325,7 +462,9 @@ impl Drop for Segment {
         // once; `Segment` hands out only raw pointers, documented (`as_ptr`)
         // as valid only until the drop.
         let _ = unsafe { sys::munmap(self.ptr, self.len) };
-        if self.owner {
+        // The owner's descriptor (and its lock) closes after this body, when
+        // the fields drop: the name is gone before the lock is released.
+        if self.owner && !self.memfd {
             let _ = match &self.dir {
                 Some(d) => sys::unlinkat(d, file_name(&self.name)),
                 None => sys::shm_unlink(self.name.as_cstr()),
@@ -342,6 +481,8 @@ impl core::fmt::Debug for Segment {
             .field("len", &self.len)
             .field("owner", &self.owner)
             .field("in_dir", &self.in_dir)
+            .field("memfd", &self.memfd)
+            .field("fd", &self.fd())
             .finish()
     }
 }

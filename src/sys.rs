@@ -104,6 +104,22 @@ impl<const N: usize> CBuf<N> {
 pub struct Fd(c_int);
 
 impl Fd {
+    /// Takes ownership of a raw descriptor.
+    ///
+    /// # Safety
+    /// `fd` must be an open descriptor that nothing else will close: the
+    /// returned `Fd` closes it on drop.
+    pub unsafe fn from_raw(fd: c_int) -> Fd {
+        Fd(fd)
+    }
+
+    /// Gives up ownership: returns the raw descriptor without closing it.
+    pub fn into_raw(self) -> c_int {
+        let fd = self.0;
+        core::mem::forget(self);
+        fd
+    }
+
     /// The raw descriptor (still owned by `self`).
     pub fn raw(&self) -> c_int {
         self.0
@@ -371,5 +387,374 @@ impl<T: ZeroValid> core::fmt::Debug for AnonMap<T> {
             .field("ptr", &self.ptr)
             .field("len", &self.len)
             .finish()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Locks, memfd and seals, descriptor passing, /proc, randomness, directories
+// ---------------------------------------------------------------------------
+
+/// `flock(fd, op)` (`LOCK_SH`, `LOCK_EX`, optionally `| LOCK_NB`, or
+/// `LOCK_UN`), retried on `EINTR`. A held lock belongs to the open file
+/// description and is released when its last descriptor closes.
+pub fn flock(fd: &Fd, op: c_int) -> Result<()> {
+    loop {
+        // SAFETY: plain syscall on a descriptor we own; no memory is passed.
+        let rc = unsafe { libc::flock(fd.0, op) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = errno();
+        if e != libc::EINTR {
+            return Err(Error::Os(e));
+        }
+    }
+}
+
+/// `memfd_create(name, flags)`: an anonymous shmem file, reachable only
+/// through descriptors.
+pub fn memfd_create(name: &CStr, flags: u32) -> Result<Fd> {
+    // SAFETY: `name` is a valid NUL-terminated string for the whole call.
+    check_fd(unsafe { libc::memfd_create(name.as_ptr(), flags) })
+}
+
+/// `fcntl(fd, F_ADD_SEALS, seals)`.
+pub fn add_seals(fd: &Fd, seals: c_int) -> Result<()> {
+    add_seals_raw(fd.0, seals)
+}
+
+/// `fcntl(fd, F_ADD_SEALS, seals)` on a borrowed raw descriptor.
+pub fn add_seals_raw(fd: c_int, seals: c_int) -> Result<()> {
+    // SAFETY: F_ADD_SEALS takes an int argument and touches no memory of
+    // ours; an invalid `fd` is reported as EBADF.
+    check_zero(unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) })
+}
+
+/// `fcntl(fd, F_GET_SEALS)` on a borrowed raw descriptor: the seal bits
+/// (`EINVAL` if the file does not support sealing).
+pub fn get_seals(fd: c_int) -> Result<c_int> {
+    // SAFETY: F_GET_SEALS takes no argument and touches no memory of ours;
+    // an invalid `fd` is reported as EBADF.
+    let rc = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
+    if rc >= 0 {
+        Ok(rc)
+    } else {
+        Err(last_error())
+    }
+}
+
+/// [`fstat`] on a borrowed raw descriptor.
+pub fn fstat_raw(fd: c_int) -> Result<FileInfo> {
+    let borrowed = core::mem::ManuallyDrop::new(Fd(fd));
+    fstat(&borrowed)
+}
+
+/// [`mmap_shared`] on a borrowed raw descriptor.
+pub fn mmap_shared_raw(fd: c_int, len: usize, flags: MapFlags) -> Result<NonNull<u8>> {
+    let borrowed = core::mem::ManuallyDrop::new(Fd(fd));
+    mmap_shared(&borrowed, len, flags)
+}
+
+/// Room for one `cmsghdr` carrying one descriptor, 8-byte aligned as
+/// `cmsghdr` requires.
+#[repr(C, align(8))]
+struct CmsgBuf([u8; 64]);
+
+/// Sends descriptor `fd` over the connected Unix socket `sock` as
+/// `SCM_RIGHTS` ancillary data, with a one-byte payload (a stream socket
+/// carries ancillary data only along with data). The receiver gets its own
+/// descriptor for the same open file; `fd` stays open here. Retries on
+/// `EINTR`; never raises `SIGPIPE` (`MSG_NOSIGNAL`).
+pub fn send_fd(sock: c_int, fd: c_int) -> Result<()> {
+    // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic on their argument.
+    let (space, clen) = unsafe {
+        (
+            libc::CMSG_SPACE(core::mem::size_of::<c_int>() as u32) as usize,
+            libc::CMSG_LEN(core::mem::size_of::<c_int>() as u32) as usize,
+        )
+    };
+    let mut cbuf = CmsgBuf([0; 64]);
+    if space > cbuf.0.len() {
+        return Err(Error::InvalidArgument);
+    }
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: msghdr is a plain C struct for which all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.0.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: `msg` points to a control buffer of `space` bytes (checked to
+    // fit in `cbuf`, 8-byte aligned), so CMSG_FIRSTHDR returns a pointer to
+    // its start, valid for a `cmsghdr` followed by `clen - header` data bytes;
+    // CMSG_DATA points inside the same buffer, where one `c_int` fits
+    // (`space >= clen`). The write is unaligned-safe.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        if c.is_null() {
+            return Err(Error::InvalidArgument);
+        }
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = clen as _;
+        core::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<c_int>(), fd);
+    }
+    loop {
+        // SAFETY: `msg` and everything it points to (`iov`, `byte`, `cbuf`)
+        // live until the call returns; the kernel only reads them.
+        let n = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
+        if n >= 1 {
+            return Ok(());
+        }
+        let e = errno();
+        if n < 0 && e == libc::EINTR {
+            continue;
+        }
+        return Err(if n < 0 {
+            Error::Os(e)
+        } else {
+            Error::Os(libc::EIO)
+        });
+    }
+}
+
+/// Receives one descriptor sent with [`send_fd`] from the Unix socket
+/// `sock` (blocking as the socket does). The descriptor is created with
+/// `O_CLOEXEC`. Extra descriptors in the same message are closed.
+///
+/// Errors: `Os(ECONNRESET)` if the peer closed the socket; `NotFound` if a
+/// message arrived without a descriptor; `Os(errno)` otherwise.
+pub fn recv_fd(sock: c_int) -> Result<Fd> {
+    let mut cbuf = CmsgBuf([0; 64]);
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: msghdr is a plain C struct for which all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.0.as_mut_ptr().cast();
+    msg.msg_controllen = cbuf.0.len() as _;
+    let n = loop {
+        // SAFETY: `msg` points to `iov` (1 writable byte) and to `cbuf`
+        // (`msg_controllen` writable bytes), all live for the call.
+        let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n;
+        }
+        let e = errno();
+        if e != libc::EINTR {
+            return Err(Error::Os(e));
+        }
+    };
+    let mut got: Option<Fd> = None;
+    // SAFETY: after a successful recvmsg, the kernel has written
+    // `msg_controllen` bytes of well-formed cmsg records into `cbuf`; the
+    // CMSG_* helpers walk exactly those records and stay inside the buffer
+    // (they return NULL past the end). Each SCM_RIGHTS record holds
+    // `(cmsg_len - CMSG_LEN(0)) / 4` descriptors now owned by this process;
+    // every one is either kept (the first) or closed, exactly once.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c).cast::<c_int>();
+                let bytes = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
+                for i in 0..bytes / core::mem::size_of::<c_int>() {
+                    let fd = Fd(core::ptr::read_unaligned(data.add(i)));
+                    if got.is_none() {
+                        got = Some(fd);
+                    } // else: dropped, i.e. closed.
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    match got {
+        Some(fd) => Ok(fd),
+        None if n == 0 => Err(Error::Os(libc::ECONNRESET)),
+        None => Err(Error::NotFound),
+    }
+}
+
+/// Formats `v` in decimal into `buf`, returning the digits.
+pub fn fmt_u64(v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+/// Parses a non-empty run of ASCII decimal digits (no sign, no overflow).
+pub fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in s {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    Some(v)
+}
+
+/// What `/proc/<pid>/stat` says about a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Field 3, the state letter (`R`, `S`, `Z` for a zombie, ...).
+    pub state: u8,
+    /// Field 22, the start time in clock ticks since boot.
+    pub starttime: u64,
+}
+
+/// Reads and parses `/proc/<pid>/stat` (`pid = None`: `/proc/self/stat`).
+///
+/// Errors: `NotFound` if there is no such process (`ENOENT`/`ESRCH`);
+/// `InvalidArgument` if the contents do not parse; `Os(errno)` otherwise.
+pub fn proc_stat(pid: Option<u32>) -> Result<ProcStat> {
+    let mut num = [0u8; 20];
+    let path: CBuf<40> = match pid {
+        None => CBuf::concat(&[b"/proc/self/stat"])?,
+        Some(p) => CBuf::concat(&[b"/proc/", fmt_u64(u64::from(p), &mut num), b"/stat"])?,
+    };
+    let flags = libc::O_RDONLY | libc::O_CLOEXEC;
+    // SAFETY: `path` is a valid NUL-terminated string for the whole call.
+    let fd =
+        check_fd(unsafe { libc::open(path.as_cstr().as_ptr(), flags) }).map_err(|e| match e {
+            Error::Os(libc::ENOENT) | Error::Os(libc::ESRCH) => Error::NotFound,
+            e => e,
+        })?;
+    // 52 fields of at most 20 digits plus a 64-byte comm fit in 2 KiB.
+    let mut buf = [0u8; 2048];
+    let mut len = 0usize;
+    while len < buf.len() {
+        let rest = &mut buf[len..];
+        // SAFETY: `rest` is valid for writes of `rest.len()` bytes.
+        let n = unsafe { libc::read(fd.0, rest.as_mut_ptr().cast(), rest.len()) };
+        if n == 0 {
+            break;
+        }
+        if n < 0 {
+            match errno() {
+                libc::EINTR => continue,
+                libc::ESRCH => return Err(Error::NotFound),
+                e => return Err(Error::Os(e)),
+            }
+        }
+        len += n as usize;
+    }
+    parse_proc_stat(&buf[..len]).ok_or(Error::InvalidArgument)
+}
+
+/// Parses the text of `/proc/<pid>/stat`. The command name (field 2) is in
+/// parentheses and may itself contain spaces and parentheses, so fields are
+/// counted from the *last* `)`.
+pub fn parse_proc_stat(text: &[u8]) -> Option<ProcStat> {
+    let close = text.iter().rposition(|&c| c == b')')?;
+    let mut fields = text[close + 1..]
+        .split(|&c| c == b' ' || c == b'\n')
+        .filter(|f| !f.is_empty());
+    // Field 3 comes first after the `)`; field 22 is 19 further.
+    let state = *fields.next()?.first()?;
+    let starttime = parse_u64(fields.nth(18)?)?;
+    Some(ProcStat { state, starttime })
+}
+
+/// Fills `buf` with random bytes from the kernel (`getrandom`).
+pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: `rest` is valid for writes of `rest.len()` bytes.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = errno();
+            if e == libc::EINTR {
+                continue;
+            }
+            return Err(Error::Os(e));
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// An open directory stream (`opendir`), closed on drop.
+pub struct Dir {
+    dir: NonNull<libc::DIR>,
+}
+
+impl Dir {
+    /// `opendir(path)` (with `O_CLOEXEC`, as glibc does).
+    pub fn open(path: &CStr) -> Result<Dir> {
+        // SAFETY: `path` is a valid NUL-terminated string for the whole call.
+        let d = unsafe { libc::opendir(path.as_ptr()) };
+        NonNull::new(d)
+            .map(|dir| Dir { dir })
+            .ok_or_else(last_error)
+    }
+
+    /// Calls `f` with the name of every entry except `.` and `..`, in
+    /// directory order. Stops early, returning its error, if `f` fails.
+    /// The name is only valid during the call.
+    pub fn for_each(&mut self, mut f: impl FnMut(&CStr) -> Result<()>) -> Result<()> {
+        loop {
+            // readdir reports errors only through errno, so clear it first.
+            // SAFETY: `__errno_location` points to this thread's errno.
+            unsafe { *libc::__errno_location() = 0 };
+            // SAFETY: `self.dir` is an open stream we own exclusively
+            // (`&mut self`).
+            let ent = unsafe { libc::readdir(self.dir.as_ptr()) };
+            if ent.is_null() {
+                return match errno() {
+                    0 => Ok(()),
+                    e => Err(Error::Os(e)),
+                };
+            }
+            // SAFETY: a non-NULL dirent from readdir is valid until the next
+            // readdir/closedir on this stream, which cannot happen while
+            // `name` is borrowed; `d_name` is NUL-terminated.
+            let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
+            let b = name.to_bytes();
+            if b == b"." || b == b".." {
+                continue;
+            }
+            f(name)?;
+        }
+    }
+
+    /// A borrowed descriptor of the directory, for the `*at` calls. It stays
+    /// owned by the stream (do not close it).
+    pub fn fd(&self) -> core::mem::ManuallyDrop<Fd> {
+        // SAFETY: `self.dir` is an open stream.
+        core::mem::ManuallyDrop::new(Fd(unsafe { libc::dirfd(self.dir.as_ptr()) }))
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        // SAFETY: `self.dir` is an open stream we own, closed exactly once.
+        unsafe { libc::closedir(self.dir.as_ptr()) };
+    }
+}
+
+impl core::fmt::Debug for Dir {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Dir").field("dir", &self.dir).finish()
     }
 }

@@ -38,7 +38,7 @@
 namespace mooncake::shm {
 
 /// Number of the last MCSHM_* code (codes are 0 ..= kLastErrorCode).
-inline constexpr int kLastErrorCode = MCSHM_ERR_PANIC;
+inline constexpr int kLastErrorCode = MCSHM_ERR_NOT_SEALED;
 
 /// "description" for a code, plus " (errno N: text)" when `code` is
 /// MCSHM_ERR_OS and `os_errno` is non-zero.

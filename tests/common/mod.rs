@@ -2,6 +2,8 @@
 //! fails the test if the library leaked any), and raw libc object creation.
 #![allow(dead_code)]
 
+pub mod child;
+
 use std::cell::{Cell, RefCell};
 use std::ffi::CString;
 use std::fs::File;
