@@ -22,44 +22,59 @@
 //!   falls back to the first few blocks of the request's own class before
 //!   reporting [`Error::Exhausted`]. Blocks are split exactly, so the slack
 //!   costs nothing once a block is chosen.
+//! - **Carving from the end.** An allocation takes the *end* of the free
+//!   block found: the free block keeps its start, its record and its list
+//!   position and merely shrinks (it changes lists only when it drops below
+//!   its class), and the allocated block gets a fresh record. Freeing a
+//!   block whose predecessor is free just grows that predecessor; freeing
+//!   one followed by a free block moves that block's start back. So the
+//!   common alloc/free touches no free list at all.
 //! - **Block records.** One record per block (free or allocated): offset,
-//!   size and a free flag, physical prev/next record index (the neighbours
-//!   in address order, for O(1) coalescing) and free-list links. No two free
-//!   blocks are ever physically adjacent: `free` merges with both neighbours.
-//!   Unused records sit on a record free list; an allocation that must split
-//!   a block but finds no spare record fails with [`Error::MetadataFull`]
-//!   *before* changing anything.
+//!   extent, physical prev/next record index (the neighbours in address
+//!   order, for O(1) coalescing) and free-list links, which an allocated
+//!   block does not need and reuses for its alignment slack. No two free
+//!   blocks are ever physically adjacent: `free` merges with both
+//!   neighbours. Unused records sit on a record free list; an allocation
+//!   that must split a block but finds no spare record fails with
+//!   [`Error::MetadataFull`] *before* changing anything.
 //! - **Free by offset.** An open-addressed hash table (Fibonacci hashing,
 //!   linear probing, backward-shift deletion, no tombstones) maps the start
-//!   offset of *every* block, allocated or free, to its record. It has a
-//!   power-of-two size of at least twice the record count, so its load
-//!   factor never exceeds 1/2 and probes stay short. Keeping free blocks in
-//!   the index is what makes double frees detectable (see [`Arena::free`]).
+//!   offset of every *allocated* block to its record: one insert per
+//!   allocation, one lookup-and-remove per free, nothing for free blocks.
+//!   It has a power-of-two size of at least twice the record count, so its
+//!   load factor never exceeds 1/2 and probes stay short.
 //! - **Alignment.** Any power of two up to [`Arena::MAX_ALIGN`]. For
 //!   `align > GRANULE` the search asks for `size + align - GRANULE`, which
-//!   guarantees an aligned start inside any block found; the unaligned head
-//!   of that block is split off and stays free (it cannot merge with
-//!   anything: the block's physical predecessor is allocated).
-//! - **Double frees.** A freed block stays in the index, flagged free, so
-//!   freeing it again reports [`Error::DoubleFree`]. Allocations are carved
-//!   from the front of free blocks, so a live block's predecessor is usually
-//!   allocated and its start survives the free; only when it was merged
-//!   into a free predecessor is a second free reported as
-//!   [`Error::InvalidOffset`] (its offset is no longer a block start). A
+//!   guarantees that `align_down(block_end - size, align)` lies inside any
+//!   block found. The allocation starts there; the gap between its end and
+//!   the block end (under `align` bytes) stays part of the allocated block
+//!   as *slack*: recorded in its record, not reported by
+//!   [`Arena::usable_size`] nor counted in [`ArenaStats::in_use`], and
+//!   returned with the block.
+//! - **Double frees.** The last [`RECENT_FREES`] freed offsets are kept in
+//!   a ring, consulted only when an offset is not the start of an allocated
+//!   block: such an offset is reported as [`Error::DoubleFree`] if it is in
+//!   the ring, [`Error::InvalidOffset`] otherwise. Detection is thus exact
+//!   for a second free within the next 64 frees, whatever merged since; a
 //!   stale free after the range was handed out again at the same offset
 //!   cannot be told from a legitimate one.
 //! - **Locking.** A test-and-test-and-set spinlock guards the whole state;
 //!   argument checks happen before it is taken and every critical section is
 //!   O(1) (except [`Arena::stats`], which walks the largest class' list).
+//! - **Unchecked access.** Record and table indices stored in the metadata
+//!   are in bounds by construction, and [`ArenaStorage`] promises the
+//!   storage keeps its length, so the hot paths index without bounds checks
+//!   (every such access `debug_assert!`s its bound).
 //!
 //! # Storage layout
 //!
 //! `[control | records (max_blocks) | hash table (2 entries per slot)]`,
 //! see [`Arena::slots_for`]. The control block holds the bitmaps, the
-//! free-list heads and the counters.
+//! free-list heads, the counters and the ring of recent frees.
 
 use crate::{Error, Result, ZeroValid};
 use core::cell::UnsafeCell;
+use core::marker::PhantomData;
 use core::ops::DerefMut;
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -71,6 +86,10 @@ const GRANULE_LOG2: u32 = 4;
 /// Largest supported capacity (4 EiB; offsets are plain `u64`).
 pub const MAX_CAPACITY: u64 = 1 << 62;
 
+/// How many recently freed offsets the arena remembers to tell a double
+/// free from an invalid offset (see [`Arena::free`]).
+pub const RECENT_FREES: usize = 64;
+
 /// log2 of the number of second-level classes per power of two.
 const SL_LOG2: u32 = 5;
 const SL_COUNT: usize = 1 << SL_LOG2;
@@ -79,13 +98,16 @@ const SL_COUNT: usize = 1 << SL_LOG2;
 /// granules. Any `u64` size maps below 64 (`MAX_CAPACITY` needs 55); the
 /// spare classes stay empty and let `& 63` replace bounds checks.
 const FL_COUNT: usize = 64;
+/// Number of (flat) classes `fl * SL_COUNT + sl`.
+const CLASSES: usize = FL_COUNT * SL_COUNT;
 
 /// "No record" in every link field.
 const NIL: u32 = u32::MAX;
 /// Largest record count (indices must stay below [`NIL`]).
 const MAX_RECORDS: usize = (NIL - 1) as usize;
-/// Free flag, kept in the top bit of a record's size (sizes are <= 2^62).
-const FREE_BIT: u64 = 1 << 63;
+/// Free flag, kept in the lowest bit of a record's size (sizes are
+/// multiples of the granule; a small immediate masks it off).
+const FREE_BIT: u64 = 1;
 /// Key of an empty hash entry (never a valid offset: offsets are < 2^62).
 const EMPTY_KEY: u64 = u64::MAX;
 /// How many blocks of the request's own class the exhaustion fallback looks at.
@@ -106,6 +128,29 @@ impl ArenaSlot {
     /// An empty slot, for `[ArenaSlot::EMPTY; N]` in no_std callers.
     pub const EMPTY: ArenaSlot = ArenaSlot { words: [0; 4] };
 }
+
+/// Metadata storage an [`Arena`] can own: a slice of [`ArenaSlot`]s behind
+/// `DerefMut`.
+///
+/// # Safety
+/// Every `deref_mut` (and `deref`) call must return a slice of the same
+/// length, holding exactly what the arena last wrote through the previous
+/// one (the same memory, never touched by anyone else while the arena owns
+/// the storage). The arena keeps record and table indices in that memory
+/// across calls and follows them without bounds checks.
+pub unsafe trait ArenaStorage: DerefMut<Target = [ArenaSlot]> {}
+
+// SAFETY: a reborrow of the same slice every time.
+unsafe impl ArenaStorage for &mut [ArenaSlot] {}
+
+// SAFETY: the arena owns the vector and never resizes it, so every deref
+// returns its one buffer with its one length.
+#[cfg(feature = "std")]
+unsafe impl ArenaStorage for std::vec::Vec<ArenaSlot> {}
+
+// SAFETY: as for `Vec`; a boxed slice cannot change length at all.
+#[cfg(feature = "std")]
+unsafe impl ArenaStorage for std::boxed::Box<[ArenaSlot]> {}
 
 /// A snapshot of the arena's accounting, in bytes (except `live`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -134,7 +179,7 @@ pub struct ArenaStats {
 struct Control {
     /// Bit `f` set iff `sl_bitmap[f] != 0`.
     fl_bitmap: u64,
-    /// Sum of the sizes of allocated blocks.
+    /// Sum of the usable sizes of allocated blocks.
     in_use: u64,
     /// Number of allocated blocks.
     live: u64,
@@ -142,25 +187,35 @@ struct Control {
     spare_head: u32,
     /// Length of that list.
     spare_count: u32,
-    /// Bit `s` of `sl_bitmap[f]` set iff `heads[f][s] != NIL`.
+    /// Number of frees so far (wrapping); the next one goes to
+    /// `recent[frees % RECENT_FREES]`.
+    frees: u64,
+    /// The last [`RECENT_FREES`] freed offsets ([`EMPTY_KEY`] if unused).
+    recent: [u64; RECENT_FREES],
+    /// Bit `s` of `sl_bitmap[f]` set iff `heads[f * SL_COUNT + s] != NIL`.
     sl_bitmap: [u32; FL_COUNT],
-    /// Free-list heads per class.
-    heads: [[u32; SL_COUNT]; FL_COUNT],
+    /// Free-list heads per (flat) class.
+    heads: [u32; CLASSES],
 }
 
 const CTL_SLOTS: usize =
     core::mem::size_of::<Control>().div_ceil(core::mem::size_of::<ArenaSlot>());
 
-/// One block (free or allocated), or an unused record.
+/// One block (free or allocated), or an unused record (`size == 0`).
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct Record {
     offset: u64,
-    /// Size in bytes, with [`FREE_BIT`] set for free blocks.
+    /// Extent in bytes (allocated: usable size plus slack), with
+    /// [`FREE_BIT`] set for free blocks.
     size: u64,
     prev_phys: u32,
     next_phys: u32,
+    /// Free blocks: previous block of the class list. Allocated blocks: the
+    /// alignment slack in bytes (`< MAX_ALIGN`) at the end of the extent.
     prev_free: u32,
+    /// Free blocks: next block of the class list. Unused records: next
+    /// unused record.
     next_free: u32,
 }
 
@@ -177,7 +232,10 @@ const _: () = {
     use core::mem::{align_of, size_of};
     assert!(size_of::<Record>() == size_of::<ArenaSlot>());
     assert!(2 * size_of::<Entry>() == size_of::<ArenaSlot>());
-    assert!(size_of::<Control>() == 8 * 3 + 4 * 2 + 4 * FL_COUNT * (SL_COUNT + 1));
+    assert!(
+        size_of::<Control>() == 8 * 4 + 4 * 2 + 8 * RECENT_FREES + 4 * FL_COUNT * (SL_COUNT + 1)
+    );
+    assert!(RECENT_FREES.is_power_of_two());
     assert!(align_of::<Control>() <= align_of::<ArenaSlot>());
     assert!(align_of::<Record>() <= align_of::<ArenaSlot>());
     assert!(align_of::<Entry>() <= align_of::<ArenaSlot>());
@@ -185,25 +243,62 @@ const _: () = {
     assert!((((63 - GRANULE_LOG2) - SL_LOG2 + 1) as usize) < FL_COUNT);
 };
 
-/// Class `(fl, sl)` whose range contains `size` (a multiple of the granule).
+/// log2 of the width, in granules, of the class holding `u` granules: 0
+/// below `SL_COUNT` granules (exact classes), `log2(u) - SL_LOG2` above.
 #[inline(always)]
+fn class_shift(u: u64) -> u32 {
+    // The top bit of `u | SL_COUNT` is at max(log2(u), SL_LOG2).
+    63 - SL_LOG2 - (u | SL_COUNT as u64).leading_zeros()
+}
+
+/// Flat class `fl * SL_COUNT + sl` whose range contains `size` (a multiple
+/// of the granule): `fl = 0` holds the exact sizes below `SL_COUNT`
+/// granules, `fl = f - SL_LOG2 + 1` the sizes of `[2^f, 2^(f+1))` granules
+/// in `SL_COUNT` linear steps. Branchless; always `< CLASSES`.
+#[inline(always)]
+fn class_of(size: u64) -> usize {
+    let u = size >> GRANULE_LOG2;
+    let s = class_shift(u);
+    // Below SL_COUNT granules: s = 0 and this is `u`. Above: the top
+    // SL_LOG2 + 1 bits of `u` are SL_COUNT + sl.
+    (((s as u64) << SL_LOG2) + (u >> s)) as usize
+}
+
+/// The smallest class all of whose sizes are `>= size`: the class of
+/// `size` rounded up to the next class boundary (the carry out of the last
+/// `sl` lands on the next `fl`, as it should).
+#[inline(always)]
+fn class_search(size: u64) -> usize {
+    let u = size >> GRANULE_LOG2;
+    let s = class_shift(u);
+    let inexact = (u & ((1u64 << s) - 1) != 0) as u64;
+    (((s as u64) << SL_LOG2) + (u >> s) + inexact) as usize
+}
+
+/// Whether sizes `a` and `b` (multiples of the granule) share a class.
+#[inline(always)]
+fn same_class(a: u64, b: u64) -> bool {
+    let (ua, ub) = (a >> GRANULE_LOG2, b >> GRANULE_LOG2);
+    // Same class iff they agree on every bit from `a`'s class width up.
+    (ua ^ ub) >> class_shift(ua) == 0
+}
+
+/// Reference two-level mapping (the classic TLSF formulation) for tests.
+#[cfg(test)]
 fn mapping(size: u64) -> (usize, usize) {
     let u = size >> GRANULE_LOG2;
     if u < SL_COUNT as u64 {
         (0, u as usize)
     } else {
         let f = 63 - u.leading_zeros();
-        // Both masks are no-ops (fl <= 59, sl < 32); they tell the
-        // compiler that indexing `heads` needs no bounds check.
-        let fl = (f - SL_LOG2 + 1) as usize & (FL_COUNT - 1);
-        let sl = ((u >> (f - SL_LOG2)) as usize - SL_COUNT) & (SL_COUNT - 1);
+        let fl = (f - SL_LOG2 + 1) as usize;
+        let sl = (u >> (f - SL_LOG2)) as usize - SL_COUNT;
         (fl, sl)
     }
 }
 
-/// `size` rounded up to the next class boundary, so every block of the
-/// class `mapping` then returns is at least `size` bytes.
-#[inline(always)]
+/// `size` rounded up to the next class boundary (reference for tests).
+#[cfg(test)]
 fn round_to_class(size: u64) -> u64 {
     let u = size >> GRANULE_LOG2;
     if u < SL_COUNT as u64 {
@@ -245,84 +340,147 @@ fn layout_for_len(len: usize) -> Option<(usize, usize)> {
 }
 
 /// Mutable view of the metadata, valid while the lock is held.
+///
+/// Invariants the unchecked accessors rely on: every record index stored
+/// anywhere in the metadata (links, list heads, the spare list, table
+/// entries) is either [`NIL`] or `< recs.len()`, and the accessors are
+/// never called with `NIL`; `tab.len()` is a power of two and every table
+/// position is reduced modulo it. `init` establishes the first, and every
+/// later write stores an index read from the metadata or taken from the
+/// spare list.
 struct Tlsf<'a> {
     ctl: &'a mut Control,
-    recs: &'a mut [Record],
-    tab: &'a mut [Entry],
-    /// `64 - log2(tab.len())`.
+    /// `nrec` records, disjoint from `ctl` and `tab`, borrowed for `'a`.
+    recs: *mut Record,
+    /// `ntab` entries, disjoint from `ctl` and `recs`, borrowed for `'a`.
+    tab: *mut Entry,
+    nrec: usize,
+    ntab: usize,
+    /// `64 - log2(ntab)`.
     shift: u32,
+    _borrow: PhantomData<&'a mut [ArenaSlot]>,
 }
 
 impl Tlsf<'_> {
+    // ---- unchecked access ----
+
+    #[inline(always)]
+    fn rec(&self, i: u32) -> &Record {
+        debug_assert!((i as usize) < self.nrec);
+        // SAFETY: record indices in the metadata are < nrec and never NIL
+        // here (struct invariant), so this is one of the `nrec` records
+        // `recs` points to, which `self` borrows (shared here).
+        unsafe { &*self.recs.add(i as usize) }
+    }
+
+    #[inline(always)]
+    fn rec_mut(&mut self, i: u32) -> &mut Record {
+        debug_assert!((i as usize) < self.nrec);
+        // SAFETY: as in `rec`; `&mut self` makes the access exclusive.
+        unsafe { &mut *self.recs.add(i as usize) }
+    }
+
+    #[inline(always)]
+    fn ent(&self, pos: usize) -> &Entry {
+        debug_assert!(pos < self.ntab);
+        // SAFETY: positions are `home()` (< ntab by the shift) or reduced
+        // with `& (ntab - 1)` (struct invariant): one of the `ntab` entries
+        // `tab` points to, which `self` borrows.
+        unsafe { &*self.tab.add(pos) }
+    }
+
+    #[inline(always)]
+    fn ent_mut(&mut self, pos: usize) -> &mut Entry {
+        debug_assert!(pos < self.ntab);
+        // SAFETY: as in `ent`; `&mut self` makes the access exclusive.
+        unsafe { &mut *self.tab.add(pos) }
+    }
+
+    /// All records (for initialization and checks).
+    fn recs(&mut self) -> &mut [Record] {
+        // SAFETY: `recs` points to `nrec` records borrowed by `self`.
+        unsafe { core::slice::from_raw_parts_mut(self.recs, self.nrec) }
+    }
+
+    /// The whole table (for initialization and checks).
+    fn tab(&mut self) -> &mut [Entry] {
+        // SAFETY: `tab` points to `ntab` entries borrowed by `self`.
+        unsafe { core::slice::from_raw_parts_mut(self.tab, self.ntab) }
+    }
+
     // ---- records ----
 
     #[inline(always)]
     fn is_free(&self, i: u32) -> bool {
-        self.recs[i as usize].size & FREE_BIT != 0
+        self.rec(i).size & FREE_BIT != 0
     }
 
     #[inline(always)]
     fn size(&self, i: u32) -> u64 {
-        self.recs[i as usize].size & !FREE_BIT
+        self.rec(i).size & !FREE_BIT
     }
 
     #[inline(always)]
     fn take_record(&mut self) -> u32 {
         let i = self.ctl.spare_head;
         debug_assert!(i != NIL && self.ctl.spare_count > 0);
-        self.ctl.spare_head = self.recs[i as usize].next_free;
+        self.ctl.spare_head = self.rec(i).next_free;
         self.ctl.spare_count -= 1;
         i
     }
 
     #[inline(always)]
     fn release_record(&mut self, i: u32) {
-        let r = &mut self.recs[i as usize];
+        let head = self.ctl.spare_head;
+        let r = self.rec_mut(i);
         r.size = 0;
-        r.next_free = self.ctl.spare_head;
+        r.next_free = head;
         self.ctl.spare_head = i;
         self.ctl.spare_count += 1;
     }
 
     // ---- free lists ----
 
-    /// Marks block `i` free and pushes it on the list of class `(fl, sl)`,
-    /// which must be `mapping(size)`.
+    /// Marks block `i` free and pushes it on the list of class `c`, which
+    /// must be `class_of(size)`.
     #[inline(always)]
-    fn push_free(&mut self, i: u32, size: u64, (fl, sl): (usize, usize)) {
-        let head = self.ctl.heads[fl][sl];
+    fn push_free(&mut self, i: u32, size: u64, c: usize) {
+        let c = c & (CLASSES - 1); // no-op: elides the bounds checks
+        let head = self.ctl.heads[c];
         {
-            let r = &mut self.recs[i as usize];
+            let r = self.rec_mut(i);
             r.size = size | FREE_BIT;
             r.prev_free = NIL;
             r.next_free = head;
         }
         if head != NIL {
-            self.recs[head as usize].prev_free = i;
+            self.rec_mut(head).prev_free = i;
         }
-        self.ctl.heads[fl][sl] = i;
-        self.ctl.sl_bitmap[fl] |= 1 << sl;
-        self.ctl.fl_bitmap |= 1 << fl;
+        self.ctl.heads[c] = i;
+        self.ctl.sl_bitmap[c >> SL_LOG2] |= 1 << (c & (SL_COUNT - 1));
+        self.ctl.fl_bitmap |= 1 << (c >> SL_LOG2);
     }
 
-    /// Unlinks free block `i` from the list of its class `(fl, sl)` (its
-    /// flag and size stay).
+    /// Unlinks free block `i` from the list of its class `c` (its flag and
+    /// size stay).
     #[inline(always)]
-    fn unlink_free(&mut self, i: u32, (fl, sl): (usize, usize)) {
+    fn unlink_free(&mut self, i: u32, c: usize) {
+        let c = c & (CLASSES - 1); // no-op: elides the bounds checks
         let Record {
             prev_free,
             next_free,
             ..
-        } = self.recs[i as usize];
+        } = *self.rec(i);
         if next_free != NIL {
-            self.recs[next_free as usize].prev_free = prev_free;
+            self.rec_mut(next_free).prev_free = prev_free;
         }
         if prev_free != NIL {
-            self.recs[prev_free as usize].next_free = next_free;
+            self.rec_mut(prev_free).next_free = next_free;
         } else {
-            self.ctl.heads[fl][sl] = next_free;
+            self.ctl.heads[c] = next_free;
             if next_free == NIL {
-                self.ctl.sl_bitmap[fl] &= !(1 << sl);
+                let fl = c >> SL_LOG2;
+                self.ctl.sl_bitmap[fl] &= !(1 << (c & (SL_COUNT - 1)));
                 if self.ctl.sl_bitmap[fl] == 0 {
                     self.ctl.fl_bitmap &= !(1 << fl);
                 }
@@ -330,81 +488,93 @@ impl Tlsf<'_> {
         }
     }
 
-    /// Sets the size of free block `i`, moving it to another list only if
-    /// its class changes (the common case of carving a small block from a
-    /// big one, or of giving it back, touches no list at all).
+    /// Resizes free block `i` from `old_size` to `new_size`, moving it to
+    /// another list only if its class changes (usually it does not).
     #[inline(always)]
-    fn resize_free(&mut self, i: u32, new_size: u64) {
-        let old = mapping(self.size(i));
-        let new = mapping(new_size);
-        if old == new {
-            self.recs[i as usize].size = new_size | FREE_BIT;
+    fn resize_free(&mut self, i: u32, old_size: u64, new_size: u64) {
+        if same_class(old_size, new_size) {
+            self.rec_mut(i).size = new_size | FREE_BIT;
         } else {
-            self.unlink_free(i, old);
-            self.push_free(i, new_size, new);
+            self.resize_free_move(i, old_size, new_size);
         }
     }
 
-    /// Head of the smallest non-empty class at or above `(fl, sl)`, with
-    /// its class.
     #[inline(always)]
-    fn find_suitable(&self, fl: usize, sl: usize) -> Option<(u32, (usize, usize))> {
+    fn resize_free_move(&mut self, i: u32, old_size: u64, new_size: u64) {
+        self.unlink_free(i, class_of(old_size));
+        self.push_free(i, new_size, class_of(new_size));
+    }
+
+    /// Head of the smallest non-empty class at or above class `c`, or
+    /// [`NIL`].
+    #[inline(always)]
+    fn find_suitable(&self, c: usize) -> u32 {
+        let c = c & (CLASSES - 1); // no-op: elides the bounds checks
+        let (fl, sl) = (c >> SL_LOG2, c & (SL_COUNT - 1));
         let sl_map = self.ctl.sl_bitmap[fl] & (!0u32 << sl);
-        let (fl, sl) = if sl_map != 0 {
-            (fl, sl_map.trailing_zeros() as usize)
+        let c = if sl_map != 0 {
+            (fl << SL_LOG2) | sl_map.trailing_zeros() as usize
         } else {
             let fl_map = self.ctl.fl_bitmap & (!0u64).checked_shl(fl as u32 + 1).unwrap_or(0);
             if fl_map == 0 {
-                return None;
+                return NIL;
             }
-            let fl = fl_map.trailing_zeros() as usize;
-            (
-                fl,
-                self.ctl.sl_bitmap[fl].trailing_zeros() as usize & (SL_COUNT - 1),
-            )
+            let fl = fl_map.trailing_zeros() as usize & (FL_COUNT - 1);
+            (fl << SL_LOG2) | (self.ctl.sl_bitmap[fl].trailing_zeros() as usize & (SL_COUNT - 1))
         };
-        Some((self.ctl.heads[fl][sl], (fl, sl)))
+        self.ctl.heads[c]
     }
 
-    /// A free block that can hold `rsize` bytes from its first
-    /// `align`-aligned offset on, as `(record, its class, start)`.
+    /// A free block whose end can hold `rsize` bytes starting at an
+    /// `align`-aligned offset (`align_down(block_end - rsize, align)` lies
+    /// inside it), or [`NIL`].
     #[inline(always)]
-    fn find_block(&self, rsize: u64, align: u64) -> Option<(u32, (usize, usize), u64)> {
-        let search = rsize + (align - GRANULE);
-        let (fl, sl) = mapping(round_to_class(search));
-        if let Some((i, class)) = self.find_suitable(fl, sl) {
-            // Every block of the class holds `search` bytes, so the aligned
-            // start plus `rsize` stays inside it.
-            return Some((i, class, align_up(self.recs[i as usize].offset, align)));
+    fn find_block(&self, rsize: u64, align: u64) -> u32 {
+        // Every block of the class found holds `search` bytes, so aligning
+        // `end - rsize` down (by at most `align - GRANULE`) stays inside.
+        let i = self.find_suitable(class_search(rsize + (align - GRANULE)));
+        if i != NIL {
+            return i;
         }
-        self.find_block_fallback(rsize, align)
+        Self::find_block_fallback(self.ctl, self.recs, self.nrec, rsize, align)
     }
 
     /// The rounded search failed; a block that fits may still sit in the
     /// class of the request itself (or of `search`, when aligning). Look at
-    /// the first few blocks of those lists.
+    /// the first few blocks of those lists. (Takes the parts it needs rather
+    /// than `&self`, so that the hot path keeps the view in registers.)
     #[cold]
-    fn find_block_fallback(&self, rsize: u64, align: u64) -> Option<(u32, (usize, usize), u64)> {
+    #[inline(never)]
+    fn find_block_fallback(
+        ctl: &Control,
+        recs: *const Record,
+        nrec: usize,
+        rsize: u64,
+        align: u64,
+    ) -> u32 {
         let search = rsize + (align - GRANULE);
-        let first = mapping(rsize);
-        let second = mapping(search);
+        let first = class_of(rsize);
+        let second = class_of(search);
         for (k, &class) in [first, second].iter().enumerate() {
             if k == 1 && second == first {
                 break;
             }
-            let mut i = self.ctl.heads[class.0][class.1];
+            let mut i = ctl.heads[class];
             let mut n = 0;
             while i != NIL && n < FALLBACK_SCAN {
-                let r = &self.recs[i as usize];
-                let start = align_up(r.offset, align);
-                if start + rsize <= r.offset + (r.size & !FREE_BIT) {
-                    return Some((i, class, start));
+                debug_assert!((i as usize) < nrec);
+                // SAFETY: list links are record indices < nrec (the `Tlsf`
+                // invariant), and `recs` points to the view's nrec records.
+                let r = unsafe { &*recs.add(i as usize) };
+                let size = r.size & !FREE_BIT;
+                if size >= rsize && (r.offset + size - rsize) & !(align - 1) >= r.offset {
+                    return i;
                 }
                 i = r.next_free;
                 n += 1;
             }
         }
-        None
+        NIL
     }
 
     // ---- offset index ----
@@ -417,40 +587,39 @@ impl Tlsf<'_> {
     /// Table position holding `key`.
     #[inline(always)]
     fn index_find(&self, key: u64) -> Option<usize> {
-        let mask = self.tab.len() - 1;
+        let mask = self.ntab - 1;
         let mut pos = self.home(key);
-        // The load factor is <= 1/2, so an empty entry ends every probe; the
-        // bound only guards against storage that changed under us.
-        for _ in 0..self.tab.len() {
-            let e = &self.tab[pos];
-            if e.key == key {
+        // The load factor is <= 1/2 (at most one entry per record), so an
+        // empty entry ends every probe.
+        loop {
+            let k = self.ent(pos).key;
+            if k == key {
                 return Some(pos);
             }
-            if e.key == EMPTY_KEY {
+            if k == EMPTY_KEY {
                 return None;
             }
             pos = (pos + 1) & mask;
         }
-        None
     }
 
     #[inline(always)]
     fn index_insert(&mut self, key: u64, idx: u32) {
-        let mask = self.tab.len() - 1;
+        let mask = self.ntab - 1;
         let mut pos = self.home(key);
-        while self.tab[pos].key != EMPTY_KEY {
+        while self.ent(pos).key != EMPTY_KEY {
             pos = (pos + 1) & mask;
         }
-        self.tab[pos] = Entry { key, idx, _pad: 0 };
+        *self.ent_mut(pos) = Entry { key, idx, _pad: 0 };
     }
 
     /// Empties position `pos`, shifting back the entries of its probe run.
     #[inline(always)]
     fn index_remove_at(&mut self, mut hole: usize) {
-        let mask = self.tab.len() - 1;
+        let mask = self.ntab - 1;
         let mut pos = (hole + 1) & mask;
         loop {
-            let e = self.tab[pos];
+            let e = *self.ent(pos);
             if e.key == EMPTY_KEY {
                 break;
             }
@@ -458,39 +627,44 @@ impl Tlsf<'_> {
             // (hole, pos]: then it would end up before its home.
             let home = self.home(e.key);
             if (pos.wrapping_sub(home) & mask) >= (pos.wrapping_sub(hole) & mask) {
-                self.tab[hole] = e;
+                *self.ent_mut(hole) = e;
                 hole = pos;
             }
             pos = (pos + 1) & mask;
         }
-        self.tab[hole].key = EMPTY_KEY;
+        self.ent_mut(hole).key = EMPTY_KEY;
     }
 
-    #[inline(always)]
-    fn index_remove(&mut self, key: u64) {
-        match self.index_find(key) {
-            Some(pos) => self.index_remove_at(pos),
-            None => debug_assert!(false, "block start missing from the index"),
+    /// The error for an offset that is not the start of an allocated block.
+    #[cold]
+    #[inline(never)]
+    fn not_allocated(recent: &[u64; RECENT_FREES], offset: u64) -> Error {
+        if recent.contains(&offset) {
+            Error::DoubleFree
+        } else {
+            Error::InvalidOffset
         }
     }
 
     // ---- operations ----
 
     fn init(&mut self, capacity: u64) {
-        let m = self.recs.len();
+        let m = self.nrec;
         self.ctl.fl_bitmap = 0;
         self.ctl.in_use = 0;
         self.ctl.live = 0;
+        self.ctl.frees = 0;
+        self.ctl.recent = [EMPTY_KEY; RECENT_FREES];
         self.ctl.sl_bitmap = [0; FL_COUNT];
-        self.ctl.heads = [[NIL; SL_COUNT]; FL_COUNT];
-        for e in self.tab.iter_mut() {
+        self.ctl.heads = [NIL; CLASSES];
+        for e in self.tab().iter_mut() {
             *e = Entry {
                 key: EMPTY_KEY,
                 idx: NIL,
                 _pad: 0,
             };
         }
-        for (i, r) in self.recs.iter_mut().enumerate() {
+        for (i, r) in self.recs().iter_mut().enumerate() {
             let next = if i + 1 < m { (i + 1) as u32 } else { NIL };
             *r = Record {
                 offset: 0,
@@ -504,137 +678,117 @@ impl Tlsf<'_> {
         self.ctl.spare_head = 0;
         self.ctl.spare_count = m as u32;
         let whole = self.take_record();
-        self.index_insert(0, whole);
-        self.push_free(whole, capacity, mapping(capacity));
+        self.push_free(whole, capacity, class_of(capacity));
     }
 
-    /// Carves `[start, start + rsize)` out of the front of a free block.
+    /// Carves `[start, start + rsize)` (plus slack up to the block end) out
+    /// of the end of a free block.
     #[inline(always)]
     fn alloc(&mut self, rsize: u64, align: u64) -> Result<u64> {
-        let (i, class, start) = self.find_block(rsize, align).ok_or(Error::Exhausted)?;
+        let i = self.find_block(rsize, align);
+        if i == NIL {
+            return Err(Error::Exhausted);
+        }
         let Record {
             offset,
             size,
             next_phys,
             ..
-        } = self.recs[i as usize];
+        } = *self.rec(i);
         let size = size & !FREE_BIT;
-        let head = start - offset;
-        let tail = offset + size - (start + rsize);
-        let need = (head != 0) as u32 + (tail != 0) as u32;
-        if self.ctl.spare_count < need {
-            return Err(Error::MetadataFull);
-        }
-
-        // `cur` becomes the allocated block.
-        let cur = if head != 0 {
-            // Only when aligning: `i` keeps the unaligned head
-            // [offset, start) and stays free (its predecessor is allocated).
-            self.resize_free(i, head);
-            let n = self.take_record();
-            self.recs[n as usize] = Record {
-                offset: start,
-                size: rsize,
-                prev_phys: i,
-                next_phys,
-                prev_free: NIL,
-                next_free: NIL,
-            };
-            if next_phys != NIL {
-                self.recs[next_phys as usize].prev_phys = n;
-            }
-            self.recs[i as usize].next_phys = n;
-            self.index_insert(start, n);
-            n
+        let end = offset + size;
+        let start = (end - rsize) & !(align - 1);
+        let extent = end - start;
+        // < align <= MAX_ALIGN: fits a u32.
+        let slack = (extent - rsize) as u32;
+        let (n, prev_phys) = if start == offset {
+            // The whole block: no split, no record needed.
+            self.unlink_free(i, class_of(size));
+            (i, self.rec(i).prev_phys)
         } else {
-            self.unlink_free(i, class);
-            self.recs[i as usize].size = rsize;
-            i
-        };
-        if tail != 0 {
-            // The rest stays free; its successor is allocated (or absent):
-            // free blocks never touch.
-            let t = self.take_record();
-            let after = self.recs[cur as usize].next_phys;
-            self.recs[t as usize] = Record {
-                offset: start + rsize,
-                size: 0,
-                prev_phys: cur,
-                next_phys: after,
-                prev_free: NIL,
-                next_free: NIL,
-            };
-            if after != NIL {
-                self.recs[after as usize].prev_phys = t;
+            if self.ctl.spare_head == NIL {
+                return Err(Error::MetadataFull);
             }
-            self.recs[cur as usize].next_phys = t;
-            self.push_free(t, tail, mapping(tail));
-            self.index_insert(start + rsize, t);
-        }
+            // `i` keeps [offset, start) and stays free (usually in its
+            // class); its successor, if any, is allocated.
+            self.resize_free(i, size, start - offset);
+            let n = self.take_record();
+            if next_phys != NIL {
+                self.rec_mut(next_phys).prev_phys = n;
+            }
+            self.rec_mut(i).next_phys = n;
+            (n, i)
+        };
+        *self.rec_mut(n) = Record {
+            offset: start,
+            size: extent,
+            prev_phys,
+            next_phys,
+            prev_free: slack,
+            next_free: NIL,
+        };
+        self.index_insert(start, n);
         self.ctl.in_use += rsize;
         self.ctl.live += 1;
         Ok(start)
     }
 
-    /// Removes free block `n` (physically after the block being freed) from
-    /// the list, the index and the chain; returns its size.
-    #[inline(always)]
-    fn absorb_next(&mut self, n: u32) -> u64 {
-        let Record {
-            offset,
-            size,
-            next_phys,
-            ..
-        } = self.recs[n as usize];
-        let size = size & !FREE_BIT;
-        self.unlink_free(n, mapping(size));
-        self.index_remove(offset);
-        let prev = self.recs[n as usize].prev_phys;
-        self.recs[prev as usize].next_phys = next_phys;
-        if next_phys != NIL {
-            self.recs[next_phys as usize].prev_phys = prev;
-        }
-        self.release_record(n);
-        size
-    }
-
     #[inline(always)]
     fn free(&mut self, offset: u64) -> Result<()> {
-        let pos = self.index_find(offset).ok_or(Error::InvalidOffset)?;
-        let i = self.tab[pos].idx;
-        if self.is_free(i) {
-            return Err(Error::DoubleFree);
-        }
+        let Some(pos) = self.index_find(offset) else {
+            return Err(Self::not_allocated(&self.ctl.recent, offset));
+        };
+        let i = self.ent(pos).idx;
+        self.index_remove_at(pos);
+        let slot = (self.ctl.frees as usize) & (RECENT_FREES - 1);
+        self.ctl.recent[slot] = offset;
+        self.ctl.frees = self.ctl.frees.wrapping_add(1);
+
         let Record {
-            size,
+            size: extent,
             prev_phys: prev,
             next_phys: next,
+            prev_free: slack,
             ..
-        } = self.recs[i as usize];
-        self.ctl.in_use -= size;
+        } = *self.rec(i);
+        debug_assert!(extent & FREE_BIT == 0, "indexed block is free");
+        self.ctl.in_use -= extent - slack as u64;
         self.ctl.live -= 1;
 
+        let next_free = next != NIL && self.is_free(next);
         if prev != NIL && self.is_free(prev) {
-            // Fold `i` (and a free successor) into the free predecessor,
-            // which keeps its record and index entry. Remove `i`'s entry
-            // first: removing another key may shift the one at `pos`.
-            self.index_remove_at(pos);
-            self.recs[prev as usize].next_phys = next;
-            if next != NIL {
-                self.recs[next as usize].prev_phys = prev;
+            // Grow the free predecessor over `i` (and a free successor).
+            let psize = self.size(prev);
+            let mut merged = psize + extent;
+            let mut after = next;
+            if next_free {
+                let nsize = self.size(next);
+                self.unlink_free(next, class_of(nsize));
+                merged += nsize;
+                after = self.rec(next).next_phys;
+                self.release_record(next);
+            }
+            self.rec_mut(prev).next_phys = after;
+            if after != NIL {
+                self.rec_mut(after).prev_phys = prev;
             }
             self.release_record(i);
-            let mut merged = self.size(prev) + size;
-            if next != NIL && self.is_free(next) {
-                merged += self.absorb_next(next);
+            self.resize_free(prev, psize, merged);
+        } else if next_free {
+            // Move the free successor's start back over `i`.
+            let nsize = self.size(next);
+            {
+                let r = self.rec_mut(next);
+                r.offset = offset;
+                r.prev_phys = prev;
             }
-            self.resize_free(prev, merged);
+            if prev != NIL {
+                self.rec_mut(prev).next_phys = next;
+            }
+            self.release_record(i);
+            self.resize_free(next, nsize, nsize + extent);
         } else {
-            let mut merged = size;
-            if next != NIL && self.is_free(next) {
-                merged += self.absorb_next(next);
-            }
-            self.push_free(i, merged, mapping(merged));
+            self.push_free(i, extent, class_of(extent));
         }
         Ok(())
     }
@@ -646,10 +800,10 @@ impl Tlsf<'_> {
         let fl = (63 - self.ctl.fl_bitmap.leading_zeros()) as usize;
         let sl = (31 - self.ctl.sl_bitmap[fl].leading_zeros()) as usize;
         let mut best = 0;
-        let mut i = self.ctl.heads[fl][sl];
+        let mut i = self.ctl.heads[(fl << SL_LOG2) | sl];
         while i != NIL {
             best = best.max(self.size(i));
-            i = self.recs[i as usize].next_free;
+            i = self.rec(i).next_free;
         }
         best
     }
@@ -660,12 +814,14 @@ impl Tlsf<'_> {
 ///
 /// All methods take `&self`; a spinlock serializes them, so the arena is
 /// `Sync` whenever the storage is `Send`.
-pub struct Arena<S: DerefMut<Target = [ArenaSlot]>> {
+pub struct Arena<S: ArenaStorage> {
     lock: AtomicBool,
     storage: UnsafeCell<S>,
     capacity: u64,
     max_blocks: usize,
     table_len: usize,
+    /// `64 - log2(table_len)`, for the table's Fibonacci hash.
+    shift: u32,
 }
 
 // SAFETY: every access to `storage` goes through `Arena::locked`, which holds
@@ -673,7 +829,14 @@ pub struct Arena<S: DerefMut<Target = [ArenaSlot]>> {
 // access, so the metadata is never touched by two threads at once; the
 // remaining fields are immutable after `new`. `S: Send` because the storage
 // is effectively used from whichever thread holds the lock.
-unsafe impl<S: DerefMut<Target = [ArenaSlot]> + Send> Sync for Arena<S> {}
+unsafe impl<S: ArenaStorage + Send> Sync for Arena<S> {}
+
+/// The metadata view plus the lock that guards it. Fields drop in order:
+/// the view's borrow of the storage ends before the guard unlocks.
+struct Locked<'a> {
+    tlsf: Tlsf<'a>,
+    _guard: Guard<'a>,
+}
 
 /// Releases the arena's spinlock when dropped (also on unwind).
 struct Guard<'a>(&'a AtomicBool);
@@ -685,14 +848,14 @@ impl Drop for Guard<'_> {
     }
 }
 
-impl<S: DerefMut<Target = [ArenaSlot]>> Arena<S> {
+impl<S: ArenaStorage> Arena<S> {
     /// Largest supported alignment (the page size).
     pub const MAX_ALIGN: u64 = 4096;
 
     /// How many [`ArenaSlot`]s [`Arena::new`] needs to track up to
-    /// `max_blocks` blocks, allocated and free together (every allocation
-    /// can split off at most two free blocks, so `2 * live + 1` is always
-    /// enough). The cost is `32 + 16..32` bytes per block plus ~7 KiB.
+    /// `max_blocks` blocks, allocated and free together (free blocks never
+    /// touch, so `2 * live + 1` is always enough). The cost is
+    /// `32 + 16..32` bytes per block plus ~9 KiB.
     pub const fn slots_for(max_blocks: usize) -> usize {
         let table_slots = match max_blocks.checked_next_power_of_two() {
             Some(p) => p,
@@ -719,55 +882,70 @@ impl<S: DerefMut<Target = [ArenaSlot]>> Arena<S> {
         }
         let (max_blocks, table_len) =
             layout_for_len(storage.len()).ok_or(Error::InvalidArgument)?;
-        Self::view(&mut storage, max_blocks, table_len).init(capacity);
+        let shift = 64 - table_len.trailing_zeros();
+        Self::view(&mut storage, max_blocks, table_len, shift).init(capacity);
         Ok(Arena {
             lock: AtomicBool::new(false),
             storage: UnsafeCell::new(storage),
             capacity,
             max_blocks,
             table_len,
+            shift,
         })
     }
 
     /// Reinterprets `slots` as `[Control | Record; max_blocks | Entry; table_len]`.
+    ///
+    /// `slots` must be the arena's storage (or the slice `new` measured):
+    /// [`ArenaStorage`] guarantees it still has the length `new` saw, which
+    /// `layout_for_len` fitted the three parts into.
     #[inline(always)]
-    fn view(slots: &mut [ArenaSlot], max_blocks: usize, table_len: usize) -> Tlsf<'_> {
-        // A `DerefMut` that hands out a shorter slice than at `new` would be
-        // a bug in the storage type; refuse it rather than read out of bounds.
-        let (recs_at, tab_at) = (CTL_SLOTS, CTL_SLOTS + max_blocks);
-        assert!(
-            slots.len() >= tab_at + table_len / 2,
-            "arena storage shrank"
-        );
+    fn view(slots: &mut [ArenaSlot], max_blocks: usize, table_len: usize, shift: u32) -> Tlsf<'_> {
+        let tab_at = CTL_SLOTS + max_blocks;
+        debug_assert!(slots.len() >= tab_at + table_len / 2);
+        debug_assert!(table_len.is_power_of_two() && shift == 64 - table_len.trailing_zeros());
         let base = slots.as_mut_ptr();
         // SAFETY: slots [0, CTL_SLOTS) span CTL_SLOTS * 32 >=
-        // size_of::<Control>() bytes (in bounds by the assert), aligned to
+        // size_of::<Control>() bytes (in bounds: `layout_for_len` fitted the
+        // layout into this length, which `ArenaStorage` keeps), aligned to
         // 8 >= align_of::<Control>() (const-asserted). Control is repr(C)
         // integers without padding, so every bit pattern is a valid value
         // and writes keep every byte of the slots initialized. The three
-        // views cover disjoint slot ranges and live no longer than `slots`,
+        // parts cover disjoint slot ranges and live no longer than `slots`,
         // an exclusive borrow.
         let ctl = unsafe { &mut *base.cast::<Control>() };
-        // SAFETY: as above, for slots [recs_at, tab_at): Record has the size
-        // and alignment of ArenaSlot, one record per slot.
-        let recs = unsafe {
-            core::slice::from_raw_parts_mut(base.add(recs_at).cast::<Record>(), max_blocks)
+        // SAFETY: in bounds as above: slots [CTL_SLOTS, tab_at) hold the
+        // records (Record has the size and alignment of ArenaSlot) and
+        // slots [tab_at, tab_at + table_len / 2) the entries (two 16-byte
+        // Entries per 32-byte slot, table_len is even).
+        let (recs, tab) = unsafe {
+            (
+                base.add(CTL_SLOTS).cast::<Record>(),
+                base.add(tab_at).cast::<Entry>(),
+            )
         };
-        // SAFETY: as above, for slots [tab_at, tab_at + table_len / 2): two
-        // 16-byte Entries per 32-byte slot (table_len is even).
-        let tab =
-            unsafe { core::slice::from_raw_parts_mut(base.add(tab_at).cast::<Entry>(), table_len) };
         Tlsf {
             ctl,
             recs,
             tab,
-            shift: 64 - table_len.trailing_zeros(),
+            nrec: max_blocks,
+            ntab: table_len,
+            shift,
+            _borrow: PhantomData,
         }
     }
 
     /// Runs `f` on the metadata with the lock held.
     #[inline(always)]
     fn locked<R>(&self, f: impl FnOnce(&mut Tlsf<'_>) -> R) -> R {
+        f(&mut self.lock().tlsf)
+    }
+
+    /// Takes the lock; the metadata view lives as long as the result, whose
+    /// drop releases the lock. (Hot paths use it directly rather than
+    /// through a closure so that everything inlines into the caller.)
+    #[inline(always)]
+    fn lock(&self) -> Locked<'_> {
         while self
             .lock
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -777,13 +955,16 @@ impl<S: DerefMut<Target = [ArenaSlot]>> Arena<S> {
                 core::hint::spin_loop();
             }
         }
-        let _guard = Guard(&self.lock);
+        let guard = Guard(&self.lock);
         // SAFETY: we hold the lock, so no other reference to the storage
-        // exists (only `locked` creates one, and `new`/`into_storage` own
-        // the arena); it ends before `_guard` releases the lock.
+        // exists (only `lock` creates one, and `new`/`into_storage` own the
+        // arena); it lives in the `Locked`, which drops it before its
+        // guard releases the lock.
         let storage = unsafe { &mut *self.storage.get() };
-        let mut tlsf = Self::view(storage, self.max_blocks, self.table_len);
-        f(&mut tlsf)
+        Locked {
+            tlsf: Self::view(storage, self.max_blocks, self.table_len, self.shift),
+            _guard: guard,
+        }
     }
 
     /// Allocates `size` bytes aligned to `align` and returns the offset of
@@ -813,27 +994,26 @@ impl<S: DerefMut<Target = [ArenaSlot]>> Arena<S> {
         let align = align.max(GRANULE);
         // No overflow: size <= capacity <= 2^62.
         let rsize = align_up(size, GRANULE);
-        self.locked(|t| t.alloc(rsize, align))
+        self.lock().tlsf.alloc(rsize, align)
     }
 
     /// Frees the block starting at `offset`. O(1); merges the block with
     /// free neighbours.
     ///
     /// # Errors
-    /// [`Error::DoubleFree`] if `offset` is the start of a currently free
-    /// block. That is exact right after a free, but detection is
-    /// best-effort beyond it: once a freed block has merged into a free
-    /// predecessor its offset is no longer a block start and a second free
-    /// reports [`Error::InvalidOffset`]; once the range is handed out again
-    /// at the same offset, a stale second free releases the new block.
-    /// [`Error::InvalidOffset`] if `offset >= capacity` or is not the start
-    /// of a block.
+    /// [`Error::DoubleFree`] if `offset` is not the start of an allocated
+    /// block but is one of the last [`RECENT_FREES`] offsets freed: exact
+    /// for a repeated free within that window, whatever merged since. Older
+    /// double frees report [`Error::InvalidOffset`], and once the range is
+    /// handed out again at the same offset, a stale second free releases
+    /// the new block. [`Error::InvalidOffset`] if `offset >= capacity` or is
+    /// not the start of an allocated block (nor recently freed).
     #[inline]
     pub fn free(&self, offset: u64) -> Result<()> {
         if offset >= self.capacity || offset & (GRANULE - 1) != 0 {
             return Err(Error::InvalidOffset);
         }
-        self.locked(|t| t.free(offset))
+        self.lock().tlsf.free(offset)
     }
 
     /// Size in bytes of the allocated block at `offset` (the request rounded
@@ -846,13 +1026,11 @@ impl<S: DerefMut<Target = [ArenaSlot]>> Arena<S> {
             return Err(Error::InvalidOffset);
         }
         self.locked(|t| {
-            let pos = t.index_find(offset).ok_or(Error::InvalidOffset)?;
-            let i = t.tab[pos].idx;
-            if t.is_free(i) {
-                Err(Error::DoubleFree)
-            } else {
-                Ok(t.size(i))
-            }
+            let Some(pos) = t.index_find(offset) else {
+                return Err(Tlsf::not_allocated(&t.ctl.recent, offset));
+            };
+            let r = t.rec(t.ent(pos).idx);
+            Ok(r.size - r.prev_free as u64)
         })
     }
 
@@ -891,28 +1069,34 @@ impl<S: DerefMut<Target = [ArenaSlot]>> Arena<S> {
     #[cfg(test)]
     fn check_invariants(&self) {
         self.locked(|t| {
-            let m = t.recs.len();
-            // Physical chain from offset 0.
-            let pos = t.index_find(0).expect("offset 0 must be a block start");
-            let mut i = t.tab[pos].idx;
-            assert_eq!(t.recs[i as usize].prev_phys, NIL);
+            let m = t.nrec;
+            // Physical chain from offset 0: the in-use record without a
+            // physical predecessor.
+            let mut i = (0..m)
+                .find(|&k| t.recs()[k].size != 0 && t.recs()[k].prev_phys == NIL)
+                .expect("no first block") as u32;
             let (mut end, mut blocks, mut free_blocks, mut in_use, mut live) = (0u64, 0, 0, 0, 0);
             let mut prev_free = false;
             let mut prev = NIL;
             while i != NIL {
-                let r = t.recs[i as usize];
+                let r = t.recs()[i as usize];
                 assert_eq!(r.offset, end, "blocks must be contiguous");
                 assert_eq!(r.prev_phys, prev);
                 let size = r.size & !FREE_BIT;
                 assert!(size > 0 && size % GRANULE == 0);
                 let free = t.is_free(i);
                 assert!(!(free && prev_free), "adjacent free blocks");
-                let p = t.index_find(r.offset).expect("block start not indexed");
-                assert_eq!(t.tab[p].idx, i);
+                let p = t.index_find(r.offset);
                 if free {
+                    assert!(p.is_none(), "free block indexed");
                     free_blocks += 1;
                 } else {
-                    in_use += size;
+                    let p = p.expect("allocated block not indexed");
+                    assert_eq!(t.tab()[p].idx, i);
+                    let slack = r.prev_free as u64;
+                    assert!(slack < Self::MAX_ALIGN && slack % GRANULE == 0);
+                    assert!(slack < size);
+                    in_use += size - slack;
                     live += 1;
                 }
                 blocks += 1;
@@ -930,22 +1114,23 @@ impl<S: DerefMut<Target = [ArenaSlot]>> Arena<S> {
             for fl in 0..FL_COUNT {
                 assert_eq!(t.ctl.fl_bitmap >> fl & 1 == 1, t.ctl.sl_bitmap[fl] != 0);
                 for sl in 0..SL_COUNT {
-                    let mut j = t.ctl.heads[fl][sl];
+                    let mut j = t.ctl.heads[fl * SL_COUNT + sl];
                     assert_eq!(t.ctl.sl_bitmap[fl] >> sl & 1 == 1, j != NIL);
                     let mut back = NIL;
                     while j != NIL {
                         assert!(t.is_free(j));
                         assert_eq!(mapping(t.size(j)), (fl, sl));
-                        assert_eq!(t.recs[j as usize].prev_free, back);
+                        assert_eq!(class_of(t.size(j)), fl * SL_COUNT + sl);
+                        assert_eq!(t.recs()[j as usize].prev_free, back);
                         back = j;
-                        j = t.recs[j as usize].next_free;
+                        j = t.recs()[j as usize].next_free;
                         listed += 1;
                     }
                 }
             }
             assert_eq!(listed, free_blocks);
-            let keys = t.tab.iter().filter(|e| e.key != EMPTY_KEY).count();
-            assert_eq!(keys, blocks);
+            let keys = t.tab().iter().filter(|e| e.key != EMPTY_KEY).count();
+            assert_eq!(keys, live as usize);
         });
     }
 }
@@ -971,7 +1156,14 @@ mod tests {
             let c = mapping(size);
             assert!(c >= last, "classes grow with size");
             last = c;
+            assert_eq!(class_of(size), c.0 * SL_COUNT + c.1);
             let r = round_to_class(size);
+            assert_eq!(class_search(size), class_of(r));
+            for other in [size - GRANULE, size + GRANULE, r, r - GRANULE, size * 2] {
+                if other > 0 {
+                    assert_eq!(same_class(size, other), mapping(other) == c);
+                }
+            }
             assert!(r >= size);
             // Every size of the rounded class is >= size.
             let (fl, sl) = mapping(r);
@@ -986,6 +1178,8 @@ mod tests {
         }
         assert!(mapping(MAX_CAPACITY).0 < FL_COUNT);
         assert!(mapping(!(GRANULE - 1)).0 < FL_COUNT);
+        assert!(class_search(!(GRANULE - 1)) < CLASSES);
+        assert_eq!(class_of(MAX_CAPACITY), mapping(MAX_CAPACITY).0 * SL_COUNT);
     }
 
     #[test]
@@ -1061,20 +1255,63 @@ mod tests {
         assert_eq!(a.free(x + 1), Err(Error::InvalidOffset));
         assert_eq!(a.free(x + 16), Err(Error::InvalidOffset));
         assert_eq!(a.usable_size(x), Ok(1008));
-        // The free remainder starts right after `x`: freeing it is a double free.
-        assert_eq!(a.free(x + 1008), Err(Error::DoubleFree));
+        // Carved from the end; the free remainder [0, x) was never handed
+        // out, so it is not a block anyone may free.
+        assert_eq!(x, (1 << 16) - 1008);
+        assert_eq!(a.free(0), Err(Error::InvalidOffset));
+        assert_eq!(a.usable_size(0), Err(Error::InvalidOffset));
         a.free(x).unwrap();
         assert_eq!(a.free(x), Err(Error::DoubleFree));
         assert_eq!(a.usable_size(x), Err(Error::DoubleFree));
 
-        // Absorbed into a free predecessor: no longer a block start.
+        // Merged into a neighbour: no longer a block start, still reported
+        // as a double free while in the ring of recent frees.
         let x = a.alloc(64, 0).unwrap();
         let y = a.alloc(64, 0).unwrap();
-        let _z = a.alloc(64, 0).unwrap();
+        let z = a.alloc(64, 0).unwrap();
+        assert_eq!((y, z), (x - 64, x - 128));
+        a.free(x).unwrap();
+        a.free(y).unwrap(); // absorbs x
+        assert_eq!(a.free(y), Err(Error::DoubleFree));
+        assert_eq!(a.free(x), Err(Error::DoubleFree));
+        assert_eq!(a.usable_size(x), Err(Error::DoubleFree));
+        a.check_invariants();
+        // Allocated again at the same offset: a legitimate free.
+        assert_eq!(a.alloc(64, 0), Ok(x));
+        a.free(x).unwrap();
+        // Beyond the ring, a merged offset is just invalid (precision limit).
+        for _ in 0..RECENT_FREES {
+            let o = a.alloc(16, 0).unwrap();
+            a.free(o).unwrap();
+        }
+        assert_eq!(a.free(x), Err(Error::InvalidOffset));
+        a.free(z).unwrap();
+        assert_eq!(a.stats().largest_free, 1 << 16);
+        a.check_invariants();
+    }
+
+    #[test]
+    fn alignment_slack_is_returned() {
+        let mut s = slots(16);
+        let a = A::new(1 << 16, &mut s[..]).unwrap();
+        // [0, 65536): the end minus 48 bytes, aligned down to 4096, leaves
+        // 4048 bytes of slack after the request.
+        let x = a.alloc(48, 4096).unwrap();
+        assert_eq!(x, (1 << 16) - 4096);
+        assert_eq!(a.usable_size(x), Ok(48));
+        let st = a.stats();
+        assert_eq!(
+            (st.in_use, st.live, st.largest_free),
+            (48, 1, (1 << 16) - 4096)
+        );
+        a.check_invariants();
+        // A default-aligned request cannot reach into the slack.
+        let y = a.alloc(16, 0).unwrap();
+        assert_eq!(y, x - 16);
         a.free(x).unwrap();
         a.free(y).unwrap();
-        assert_eq!(a.free(y), Err(Error::InvalidOffset));
-        assert_eq!(a.free(x), Err(Error::DoubleFree));
+        let st = a.stats();
+        assert_eq!((st.in_use, st.live, st.largest_free), (0, 0, 1 << 16));
         a.check_invariants();
     }
 
@@ -1126,15 +1363,26 @@ mod tests {
         assert_eq!(b.alloc(4096, 0), Ok(0));
         b.free(0).unwrap();
 
-        // An aligned request needing a head split and a tail split.
-        let mut s3 = slots(3);
-        let c = A::new(1 << 16, &mut s3[..]).unwrap();
+        // An aligned request needing a split, with every record taken.
+        let mut s2 = slots(2);
+        let c = A::new(1 << 16, &mut s2[..]).unwrap();
         let x = c.alloc(16, 0).unwrap();
         let before = c.stats();
         assert_eq!(c.alloc(16, 4096), Err(Error::MetadataFull));
         assert_eq!(c.stats(), before);
         c.check_invariants();
         c.free(x).unwrap();
+        // Alignment slack stays inside the allocated block: an aligned
+        // split needs one record, like any other.
+        let mut s3 = slots(3);
+        let c = A::new(1 << 16, &mut s3[..]).unwrap();
+        let x = c.alloc(16, 0).unwrap();
+        let y = c.alloc(16, 4096).unwrap();
+        assert_eq!(c.alloc(16, 0), Err(Error::MetadataFull));
+        c.check_invariants();
+        c.free(x).unwrap();
+        c.free(y).unwrap();
+        assert_eq!(c.stats().largest_free, 1 << 16);
     }
 
     #[test]

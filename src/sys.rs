@@ -758,3 +758,7 @@ impl core::fmt::Debug for Dir {
         f.debug_struct("Dir").field("dir", &self.dir).finish()
     }
 }
+
+// SAFETY: an `AnonMap` derefs to its one private mapping with its fixed
+// length on every call, and nothing but the owner's borrows writes to it.
+unsafe impl crate::arena::ArenaStorage for AnonMap<crate::arena::ArenaSlot> {}
