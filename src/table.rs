@@ -40,7 +40,8 @@
 //! most two of them, so two references per leaf entry always suffice and a
 //! lookup does at most two range compares.
 //!
-//! The root word of a space is `(root node + 1) << 8 | g`, so readers get the
+//! The root word of a space is `(root node + 1) << 16 | top_shift << 8 | g`
+//! (`top_shift` = the top level's key shift), so readers get the
 //! tree and its granule from one load. When a range with a footprint shorter
 //! than `G` arrives, the writer builds a complete new tree with the smaller
 //! granule from the space's live records, then publishes it with one store to
@@ -255,7 +256,7 @@ const fn levels(g: u32) -> u32 {
 
 #[inline(always)]
 const fn root_word(node: usize, g: u32) -> u64 {
-    ((node as u64 + 1) << 8) | g as u64
+    ((node as u64 + 1) << 16) | (((levels(g) - 1) * LEVEL_BITS) as u64) << 8 | g as u64
 }
 
 /// Validates a range to be indexed and returns the end of its footprint.
@@ -587,9 +588,10 @@ impl<S: Deref<Target = [AtomicU64]>> Table<S> {
             return None;
         }
         let g = (root & 0xff) as u32;
-        let mut node = (root >> 8) as usize - 1;
+        let mut node = (root >> 16) as usize - 1;
         let key = addr >> g;
-        let mut shift = (levels(g) - 1) * LEVEL_BITS;
+        // The root word carries the top level's key shift: no division here.
+        let mut shift = ((root >> 8) & 0xff) as u32;
         while shift > 0 {
             let e = self
                 .node_word(node, ((key >> shift) & SLOT_MASK) as usize)
@@ -775,7 +777,7 @@ impl<S: Deref<Target = [AtomicU64]>> Table<S> {
         if root == 0 {
             return Ok(());
         }
-        let (rnode, g) = ((root >> 8) as usize - 1, (root & 0xff) as u32);
+        let (rnode, g) = ((root >> 16) as usize - 1, (root & 0xff) as u32);
         self.for_each_entry(rnode, g, start, end, false, |w| {
             let e = w.load(Relaxed);
             for other in [e as u32, (e >> 32) as u32] {
@@ -807,7 +809,7 @@ impl<S: Deref<Target = [AtomicU64]>> Table<S> {
         let want = granule_for(end - start);
         let root = self.storage[self.lay.roots + space].load(Relaxed);
         if root != 0 {
-            let (rnode, g) = ((root >> 8) as usize - 1, (root & 0xff) as u32);
+            let (rnode, g) = ((root >> 16) as usize - 1, (root & 0xff) as u32);
             if want >= g {
                 self.for_each_entry(rnode, g, start, end, true, |_| Ok(()))?;
                 self.write_record(idx, space as u32, start, len, value);
@@ -877,7 +879,7 @@ impl<S: Deref<Target = [AtomicU64]>> Table<S> {
         if root == 0 {
             return;
         }
-        let (rnode, g) = ((root >> 8) as usize - 1, (root & 0xff) as u32);
+        let (rnode, g) = ((root >> 16) as usize - 1, (root & 0xff) as u32);
         let r = idx as u64 + 1;
         let _ = self.for_each_entry(rnode, g, start, end, false, |w| {
             let e = w.load(Relaxed);
