@@ -1,7 +1,8 @@
 //! Transfer: `memcpy` between two buffers carved from one pool (the Rust
-//! core) against two private anonymous mappings (`sys::AnonMap`), two buffers of the
-//! raw-syscall path (one shm object each, the crate's `segment` layer) and,
-//! with feature `bench-baseline`, two buffers of the C++ baseline allocator.
+//! core) against two page-aligned private buffers from the global allocator
+//! (`anon`), two buffers of the raw-syscall path (one shm object each, the
+//! crate's `segment` layer) and, with feature `bench-baseline`, two buffers
+//! of the C++ baseline allocator.
 //!
 //! `transfer/<impl>/<size>` for 4 KiB, 64 KiB, 1 MiB and 16 MiB, reported as
 //! bytes per second. Every buffer is written once before measuring, so page
@@ -16,7 +17,7 @@ mod common;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mooncake_shm::pool::{Pool, PoolOptions};
 use mooncake_shm::segment::{Segment, SegmentOptions};
-use mooncake_shm::sys::AnonMap;
+use std::alloc::{alloc, dealloc, Layout};
 use std::hint::black_box;
 
 const SIZES: [usize; 4] = [4 << 10, 64 << 10, 1 << 20, 16 << 20];
@@ -90,20 +91,30 @@ fn transfer(c: &mut Criterion) {
         pool.free(b_).unwrap();
 
         // Private anonymous memory.
-        // Private anonymous memory, page-aligned like the shm buffers (a
-        // heap `Vec` sits at a 16-byte offset, and on some CPUs `rep movsb`
-        // is many times slower for such relative misalignments: that would
-        // measure libc, not the memory).
-        let mut src_m = AnonMap::<u8>::zeroed(size).unwrap();
-        let mut dst_m = AnonMap::<u8>::zeroed(size).unwrap();
-        src_m.fill(0x5a);
-        dst_m.fill(0x5a);
-        let (src, dst) = (src_m.as_ptr(), dst_m.as_mut_ptr());
+        // Private anonymous memory from the global allocator, page-aligned
+        // like the shm buffers (a plain `Vec` sits at a 16-byte offset, and
+        // on some CPUs `rep movsb` is many times slower for such relative
+        // misalignments: that would measure libc, not the memory). Not
+        // `sys::AnonMap`: it asks for transparent huge pages from 2 MiB on,
+        // which the shm buffers cannot get.
+        let layout = Layout::from_size_align(size, 4096).unwrap();
+        // SAFETY: `layout` has a non-zero size.
+        let (src, dst) = unsafe { (alloc(layout), alloc(layout)) };
+        assert!(!src.is_null() && !dst.is_null(), "out of memory");
+        // SAFETY: fresh allocations of `size` bytes each, freed below.
+        unsafe {
+            touch(src, size);
+            touch(dst, size);
+        }
         g.bench_function(id("anon"), |b| {
-            // SAFETY: two distinct live mappings of `size` bytes.
+            // SAFETY: two distinct live allocations of `size` bytes.
             b.iter(|| unsafe { copy(src, dst, size) })
         });
-        drop((src_m, dst_m));
+        // SAFETY: allocated above with `layout`, no longer used.
+        unsafe {
+            dealloc(src, layout);
+            dealloc(dst, layout);
+        }
 
         // Raw-syscall path: one shm object per buffer.
         let opts = SegmentOptions::with_len(size as u64);
