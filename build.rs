@@ -3,11 +3,52 @@
 //! committed header is stale, unless `MCSHM_UPDATE_HEADER=1` asks to rewrite it
 //! (`scripts/gen-header.sh`). Without the feature this script does nothing, so
 //! a plain or C++-driven build never compiles cbindgen.
+//!
+//! With feature `bench-baseline`, compiles the C++ baseline model
+//! (`cpp/baseline/*.cpp`) and its C shim (`benches/baseline_shim.cpp`) with
+//! `cc` into a static library linked into the crate, for the Criterion
+//! benches. Without the feature no C++ compiler is needed or invoked.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     #[cfg(feature = "gen-header")]
     header::check_or_update();
+    #[cfg(feature = "bench-baseline")]
+    baseline::compile();
+}
+
+#[cfg(feature = "bench-baseline")]
+mod baseline {
+    use std::path::PathBuf;
+
+    const SOURCES: [&str; 4] = [
+        "cpp/baseline/shm_registry.cpp",
+        "cpp/baseline/shm_allocator.cpp",
+        "cpp/baseline/relocator.cpp",
+        "benches/baseline_shim.cpp",
+    ];
+    const HEADERS: [&str; 3] = [
+        "cpp/baseline/include/mcshm_baseline/relocator.h",
+        "cpp/baseline/include/mcshm_baseline/shm_allocator.h",
+        "cpp/baseline/include/mcshm_baseline/shm_registry.h",
+    ];
+
+    pub fn compile() {
+        let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+        for f in SOURCES.iter().chain(HEADERS.iter()) {
+            println!("cargo:rerun-if-changed={}", root.join(f).display());
+        }
+        cc::Build::new()
+            .cpp(true)
+            .std("c++17")
+            .include(root.join("cpp/baseline/include"))
+            .files(SOURCES.iter().map(|f| root.join(f)))
+            .warnings(true)
+            .compile("mcshm_baseline_shim");
+        // shm_open/shm_unlink (glibc < 2.34 keeps them in librt) and threads.
+        println!("cargo:rustc-link-lib=rt");
+        println!("cargo:rustc-link-lib=pthread");
+    }
 }
 
 #[cfg(feature = "gen-header")]

@@ -36,7 +36,7 @@ step "no_std core builds for x86_64-unknown-none" \
 step "os layers build without std" cargo build --quiet --lib --no-default-features --features os
 step "cargo test (all features)" cargo test --all-features
 step "miri: arena and table" cargo +nightly miri test --lib -- arena:: table::
-step "criterion benches compile" cargo bench --no-run --quiet
+step "criterion benches compile (with the C++ baseline)" cargo bench --no-run --quiet --features bench-baseline
 
 # --- C / C++ (CMake, GoogleTest) ---
 cxx_suite() { # $1 = C++ standard, $2 = build dir, rest = extra cmake args

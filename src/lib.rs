@@ -19,6 +19,49 @@
 //! `arena` and `table` are pure: they build for `x86_64-unknown-none` with
 //! `--no-default-features`, take their metadata storage from the caller, and
 //! run under Miri.
+//!
+//! # Example
+//!
+//! An owner creates a pool once, then allocating is bookkeeping; a peer maps
+//! the same pool by name and reaches the data through the offset; a table
+//! turns the peer's view of an address into a local pointer in O(1).
+//!
+//! ```
+//! # #[cfg(feature = "os")] fn main() -> mooncake_shm::Result<()> {
+//! use core::sync::atomic::AtomicU64;
+//! use mooncake_shm::pool::{unique_name, Pool, PoolOptions};
+//! use mooncake_shm::table::{Table, TableConfig};
+//!
+//! // Owner: one pool (one shm_open + ftruncate + mmap), many allocations.
+//! let mut buf = [0u8; 255];
+//! let name = unique_name("example", &mut buf)?;
+//! let owner = Pool::create(name, &PoolOptions { capacity: 1 << 20, ..Default::default() })?;
+//! let offset = owner.alloc(4096, 64)?; // nanoseconds, no syscall
+//! let p = owner.ptr(offset, 4096)?;
+//! // SAFETY: `ptr` checked that [offset, offset + 4096) lies in the pool.
+//! unsafe { p.write_bytes(0xAB, 4096) };
+//!
+//! // Peer (normally another process): map by name, read by offset.
+//! let peer = Pool::open(name)?;
+//! // SAFETY: as above, in the peer's own mapping.
+//! assert_eq!(unsafe { *peer.ptr(offset, 1)? }, 0xAB);
+//!
+//! // Translation: the owner's address, as the peer was told it, -> the peer's address.
+//! let cfg = TableConfig { max_segments: 16, max_peers: 4, max_ranges: 64, max_nodes: 16 };
+//! let words: Vec<AtomicU64> =
+//!     (0..Table::<&[AtomicU64]>::words_for(&cfg)).map(|_| AtomicU64::new(0)).collect();
+//! let table = Table::new(cfg, &words[..])?;
+//! let owner_id = 0; // the peer's id for the owner process
+//! table.insert_remote(owner_id, owner.base() as u64, owner.len(), peer.base() as usize)?;
+//! let local = table.relocate(owner_id, p as u64, 4096)?;
+//! assert_eq!(local, peer.ptr(offset, 4096)? as usize);
+//!
+//! owner.free(offset)?;
+//! drop(peer); // a peer only unmaps
+//! drop(owner); // the owner unmaps and unlinks: nothing is left in /dev/shm
+//! # Ok(()) }
+//! # #[cfg(not(feature = "os"))] fn main() {}
+//! ```
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]

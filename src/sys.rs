@@ -295,6 +295,9 @@ pub unsafe fn madvise(ptr: NonNull<u8>, len: usize, advice: c_int) -> Result<()>
     check_zero(unsafe { libc::madvise(ptr.as_ptr().cast(), len, advice) })
 }
 
+/// Mappings at least this large ask for transparent huge pages.
+const HUGE_PAGE_HINT_MIN: usize = 2 << 20;
+
 /// A zeroed, private, anonymous mapping of `len` values of `T`: metadata
 /// storage for the pure layers (`MAP_PRIVATE | MAP_ANONYMOUS`, unmapped on
 /// drop). Behaves like a `Box<[T]>` that needs no allocator.
@@ -332,6 +335,14 @@ impl<T: ZeroValid> AnonMap<T> {
             return Err(last_error());
         }
         let ptr = NonNull::new(p.cast::<T>()).ok_or(Error::Os(libc::EINVAL))?;
+        if bytes >= HUGE_PAGE_HINT_MIN {
+            // Metadata lookups (arena index, translation table nodes) land on
+            // scattered pages; transparent huge pages keep them in a few TLB
+            // entries. Best effort: THP may be disabled, which is fine.
+            // SAFETY: `p` is the start of the `bytes`-long mapping just made,
+            // and MADV_HUGEPAGE changes no content.
+            let _ = unsafe { madvise(ptr.cast::<u8>(), bytes, libc::MADV_HUGEPAGE) };
+        }
         Ok(AnonMap {
             ptr,
             len,

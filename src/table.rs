@@ -1,45 +1,470 @@
 //! O(1) address translation (pure `core`, no `alloc`, lock-free reads).
 //!
-//! STUB: the interface is final; the implementation lands with the table work.
-#![allow(missing_docs, unused)]
+//! A [`Table`] answers three questions, each in constant time and without a
+//! lock:
+//!
+//! * [`Table::resolve`]: `(segment id, offset, len)` -> local address;
+//! * [`Table::locate`]: local address -> `(segment id, offset)`;
+//! * [`Table::relocate`]: `(peer, remote address, len)` -> local address (the
+//!   drop-in for Mooncake's `relocateSharedMemoryAddress`).
+//!
+//! # Storage layout
+//!
+//! All state lives in the caller's `[AtomicU64]` (sized by
+//! [`Table::words_for`]), carved into four regions:
+//!
+//! | region  | words                                   | contents |
+//! |---------|-----------------------------------------|----------|
+//! | header  | 8                                       | writer lock, node bump pointer, range-record bump pointer and free list, counters |
+//! | roots   | `1 + max_peers`                         | one root word per *address space*: space 0 is the local space of the segments, space `1 + p` is peer `p` |
+//! | records | `4 * (max_segments + max_ranges)`       | records `0..max_segments` are the segment slots (indexed by id), the rest are range records |
+//! | nodes   | `4096 * max_nodes`                      | radix nodes, 4096 words (32 KiB) each |
+//!
+//! A record is four words `[seq, start, len, value]`: `seq` holds the owning
+//! address space in its high 32 bits and a seqlock counter in its low 32
+//! bits; `start`/`len` describe the range (`len == 0`: free); `value` is the
+//! local base of a remote range (and the free-list link of a free record).
+//!
+//! # The radix index
+//!
+//! Each address space has a direct-mapped radix tree over the address bits,
+//! like a page table. Addresses must lie below `2^48` ([`ADDR_BITS`]). The key
+//! of an address is `addr >> g`, where the *granule* `G = 2^g` is a power of
+//! two with `4096 <= G <= 2^36` and `G <=` the shortest registered
+//! *footprint* (a range's length rounded up to the page size). Nodes have
+//! 4096 entries (12 key bits), so a tree has `ceil((48 - g) / 12)` levels:
+//! 3 for 4 KiB granules, 2 from 16 MiB, 1 from 64 GiB. Interior entries hold
+//! `child node + 1`; leaf entries hold two 32-bit record references
+//! (`record index + 1`, 0 = empty). Since the footprints of one space are
+//! page-aligned, disjoint and at least `G` long, any `G`-aligned window meets at
+//! most two of them, so two references per leaf entry always suffice and a
+//! lookup does at most two range compares.
+//!
+//! The root word of a space is `(root node + 1) << 16 | top_shift << 8 | g`
+//! (`top_shift` = the top level's key shift), so readers get the
+//! tree and its granule from one load. When a range with a footprint shorter
+//! than `G` arrives, the writer builds a complete new tree with the smaller
+//! granule from the space's live records, then publishes it with one store to
+//! the root word. The granule never grows back.
+//!
+//! # Read protocol
+//!
+//! Readers never lock, never spin and never write; they are wait-free.
+//!
+//! * Index words (root words, interior and leaf entries) are published by the
+//!   writer with `Release` stores (a fresh node is zeroed before it is linked)
+//!   and read with `Acquire` loads.
+//! * Records are read under a per-record seqlock: load `seq` (`Acquire`), the
+//!   three data words (`Relaxed`), an `Acquire` fence, `seq` again. The
+//!   snapshot is used only if both `seq` loads are equal and even; an odd or
+//!   changed `seq` means the record is being written, which only happens to a
+//!   record that is not (or no longer) linked from the live index, so the
+//!   reader treats it as a miss. The writer makes `seq` odd, issues a `Release`
+//!   fence, stores the data, then stores the even `seq` with `Release`. A reader
+//!   therefore never combines fields of two different ranges.
+//! * A reader may still follow a stale reference (an entry it loaded just
+//!   before a remove, or a whole tree replaced by a rebuild). The record it
+//!   reaches is then free (`len == 0`), or belongs to another space (tag
+//!   mismatch), or is a live range of the same space; the reader only answers
+//!   when the address lies in the snapshot, so every answer is a mapping that
+//!   was registered at some instant during the call.
+//!
+//! Writers (`insert_*` / `remove_*`) are serialized by a spinlock in the
+//! header word 0 and are expected to be rare.
+//!
+//! # Reuse policy and lifetimes
+//!
+//! * Radix nodes come from a bump allocator and are **never reused** while
+//!   the table lives: nodes stay linked when the ranges that needed them are
+//!   removed (and serve later inserts in the same region), and a rebuild
+//!   abandons the old tree. Running out of nodes yields [`Error::TableFull`].
+//!   A failed rebuild gives its nodes back (they were never published).
+//! * Range records are recycled through a free list as soon as their range is
+//!   removed; the seqlock and the address/tag checks above make that safe.
+//! * The table never maps or unmaps memory. An address obtained from a lookup
+//!   that raced with (or preceded) a remove may point into the removed
+//!   mapping, so callers must keep a mapping alive until no reader can still
+//!   use a pointer obtained before its remove. Mooncake keeps its mappings
+//!   until shutdown, which satisfies this.
+//!
+//! # Conventions
+//!
+//! * Bases must be page aligned ([`PAGE_SIZE`]); lengths are arbitrary but
+//!   non-zero. A range `[base, base + len)` must end at or below `2^48`.
+//! * Lookups take a `len` that may be zero: then only the start address (or
+//!   offset) is checked, and it must lie *inside* the range. A start one past
+//!   the end is [`Error::OutOfBounds`] for `resolve` and [`Error::NotFound`]
+//!   for `locate`/`relocate`.
+//! * Inserts cost `O(footprint / G)` (every granule of the range is linked);
+//!   removes likewise; a rebuild is `O(max_ranges + total footprint / G)`.
 
 use crate::{Error, Result};
 use core::ops::Deref;
-use core::sync::atomic::AtomicU64;
+use core::sync::atomic::{
+    fence, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
+
+/// Page size every base must be aligned to, and the smallest granule.
+pub const PAGE_SIZE: u64 = 4096;
+/// Addresses (local and remote) must lie below `2^ADDR_BITS`.
+pub const ADDR_BITS: u32 = 48;
+
+const PAGE_SHIFT: u32 = 12;
+/// Key bits per radix level. Under Miri, whose data-race detector makes every
+/// atomic access expensive, nodes are 64 entries instead of 4096 so the tests
+/// (which zero every node they take) finish in minutes; all tree code is
+/// generic in this constant, only the number of levels changes.
+const LEVEL_BITS: u32 = if cfg!(miri) { 6 } else { 12 };
+const FANOUT: usize = 1 << LEVEL_BITS;
+const SLOT_MASK: u64 = FANOUT as u64 - 1;
+const NODE_WORDS: usize = FANOUT;
+const MAX_GRANULE_SHIFT: u32 = ADDR_BITS - LEVEL_BITS;
+const ADDR_LIMIT: u64 = 1 << ADDR_BITS;
+
+const HEADER_WORDS: usize = 8;
+const H_LOCK: usize = 0;
+const H_NEXT_NODE: usize = 1;
+const H_NEXT_RANGE: usize = 2;
+const H_FREE_RANGE: usize = 3;
+const H_SEGMENTS: usize = 4;
+const H_RANGES: usize = 5;
+const H_REBUILDS: usize = 6;
+
+const REC_WORDS: usize = 4;
+const R_SEQ: usize = 0;
+const R_START: usize = 1;
+const R_LEN: usize = 2;
+const R_VALUE: usize = 3;
+
+const LOCAL_SPACE: usize = 0;
 
 /// Capacities of a [`Table`]; storage is sized from them by [`Table::words_for`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableConfig {
+    /// Number of local segment ids; valid ids are `0..max_segments`.
     pub max_segments: u32,
+    /// Number of peers; valid peer ids are `0..max_peers`.
     pub max_peers: u32,
+    /// Number of remote range records shared by all peers.
     pub max_ranges: u32,
+    /// Number of radix nodes (4096 words = 32 KiB each) shared by all address
+    /// spaces. Nodes are never reused, see the module documentation.
     pub max_nodes: u32,
 }
 
+impl TableConfig {
+    /// A configuration with the given capacities.
+    pub const fn new(max_segments: u32, max_peers: u32, max_ranges: u32, max_nodes: u32) -> Self {
+        TableConfig {
+            max_segments,
+            max_peers,
+            max_ranges,
+            max_nodes,
+        }
+    }
+}
+
+impl Default for TableConfig {
+    /// 1024 segments, 64 peers, 65536 remote ranges, 256 nodes (about 10.6 MiB).
+    fn default() -> Self {
+        TableConfig::new(1024, 64, 65536, 256)
+    }
+}
+
+/// A snapshot of a [`Table`]'s occupancy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Registered local segments.
+    pub segments: u64,
+    /// Registered remote ranges, all peers together.
+    pub ranges: u64,
+    /// Radix nodes taken from the node region (never returned).
+    pub nodes_used: u64,
+    /// Size of the node region.
+    pub nodes_total: u64,
+    /// Index rebuilds caused by a granule shrink (or a first insert).
+    pub rebuilds: u64,
+}
+
+/// Word offsets of the regions inside the storage.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    roots: usize,
+    records: usize,
+    nodes: usize,
+    total: usize,
+}
+
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Some(v) => v,
+            None => return None,
+        }
+    };
+}
+
+impl Layout {
+    const fn of(cfg: &TableConfig) -> Option<Layout> {
+        let records_n = cfg.max_segments as u64 + cfg.max_ranges as u64;
+        // References are `record index + 1` in 32 bits.
+        if records_n >= u32::MAX as u64 {
+            return None;
+        }
+        if cfg.max_nodes == u32::MAX {
+            return None;
+        }
+        let roots = HEADER_WORDS;
+        let records = tri!(roots.checked_add(1 + cfg.max_peers as usize));
+        let rec_words = tri!((records_n as usize).checked_mul(REC_WORDS));
+        let nodes = tri!(records.checked_add(rec_words));
+        let node_words = tri!((cfg.max_nodes as usize).checked_mul(NODE_WORDS));
+        let total = tri!(nodes.checked_add(node_words));
+        Some(Layout {
+            roots,
+            records,
+            nodes,
+            total,
+        })
+    }
+}
+
+/// A consistent snapshot of one record.
+#[derive(Debug, Clone, Copy)]
+struct Snap {
+    idx: usize,
+    tag: u32,
+    start: u64,
+    len: u64,
+    value: u64,
+}
+
+/// Releases the writer lock on drop.
+struct WriterGuard<'a>(&'a AtomicU64);
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(0, Release);
+    }
+}
+
+#[inline(always)]
+const fn levels(g: u32) -> u32 {
+    (ADDR_BITS - g).div_ceil(LEVEL_BITS)
+}
+
+#[inline(always)]
+const fn root_word(node: usize, g: u32) -> u64 {
+    ((node as u64 + 1) << 16) | (((levels(g) - 1) * LEVEL_BITS) as u64) << 8 | g as u64
+}
+
+/// Validates a range to be indexed and returns the end of its footprint.
+fn footprint_end(start: u64, len: u64) -> Result<u64> {
+    if len == 0 || start % PAGE_SIZE != 0 {
+        return Err(Error::InvalidArgument);
+    }
+    let fp = len
+        .checked_add(PAGE_SIZE - 1)
+        .ok_or(Error::InvalidArgument)?
+        & !(PAGE_SIZE - 1);
+    match start.checked_add(fp) {
+        Some(end) if end <= ADDR_LIMIT => Ok(end),
+        _ => Err(Error::InvalidArgument),
+    }
+}
+
+/// The largest granule shift usable for a footprint of `fp` bytes.
+fn granule_for(fp: u64) -> u32 {
+    (63 - fp.leading_zeros()).clamp(PAGE_SHIFT, MAX_GRANULE_SHIFT)
+}
+
+/// Address translation table over caller-provided atomic storage.
+///
+/// `Send`/`Sync` whenever the storage handle `S` is. See the module
+/// documentation for the layout and the lock-free read protocol.
 pub struct Table<S: Deref<Target = [AtomicU64]>> {
     storage: S,
     cfg: TableConfig,
+    lay: Layout,
+}
+
+impl<S: Deref<Target = [AtomicU64]>> core::fmt::Debug for Table<S> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Table")
+            .field("cfg", &self.cfg)
+            .field("stats", &self.stats())
+            .finish()
+    }
 }
 
 impl<S: Deref<Target = [AtomicU64]>> Table<S> {
+    /// Number of `AtomicU64` words of storage a table with `cfg` needs.
+    ///
+    /// Returns 0 when the configuration is invalid (more than `u32::MAX - 1`
+    /// segments plus ranges, `max_nodes == u32::MAX`, or a size that
+    /// overflows `usize`); [`Table::new`] rejects such configurations.
     pub const fn words_for(cfg: &TableConfig) -> usize {
-        0
+        match Layout::of(cfg) {
+            Some(l) => l.total,
+            None => 0,
+        }
     }
+
+    /// Builds a table over `storage`, (re)initializing it.
+    ///
+    /// `storage` must hold at least [`Table::words_for`]`(&cfg)` words; it may
+    /// be zeroed (e.g. an anonymous mapping) or hold garbage (a reused `Vec`).
+    /// Only the header, roots and records are cleared here, and only words
+    /// that are not already zero are written, so a fresh anonymous mapping is
+    /// not dirtied; nodes are zeroed when they are taken. No other table may
+    /// use the same storage at the same time.
+    ///
+    /// Errors: [`Error::InvalidArgument`] for an invalid configuration or too
+    /// small a storage.
     pub fn new(cfg: TableConfig, storage: S) -> Result<Self> {
-        Err(Error::InvalidArgument)
+        let lay = Layout::of(&cfg).ok_or(Error::InvalidArgument)?;
+        if storage.len() < lay.total {
+            return Err(Error::InvalidArgument);
+        }
+        for w in &storage[..lay.nodes] {
+            if w.load(Relaxed) != 0 {
+                w.store(0, Relaxed);
+            }
+        }
+        fence(Release);
+        Ok(Table { storage, cfg, lay })
     }
+
+    /// The configuration the table was built with.
+    pub fn config(&self) -> TableConfig {
+        self.cfg
+    }
+
+    /// Current occupancy (each field read independently, without the lock).
+    pub fn stats(&self) -> TableStats {
+        TableStats {
+            segments: self.h(H_SEGMENTS).load(Relaxed),
+            ranges: self.h(H_RANGES).load(Relaxed),
+            nodes_used: self.h(H_NEXT_NODE).load(Relaxed),
+            nodes_total: self.cfg.max_nodes as u64,
+            rebuilds: self.h(H_REBUILDS).load(Relaxed),
+        }
+    }
+
+    /// The granule (in bytes) of the local index, or `None` while it is empty.
+    pub fn local_granule(&self) -> Option<u64> {
+        self.granule_of(LOCAL_SPACE)
+    }
+
+    /// The granule (in bytes) of `peer`'s index, or `None` if the peer is out
+    /// of range or never had a range.
+    pub fn peer_granule(&self, peer: u32) -> Option<u64> {
+        if peer >= self.cfg.max_peers {
+            return None;
+        }
+        self.granule_of(peer as usize + 1)
+    }
+
+    // ------------------------------------------------------------------
+    // Local segments
+    // ------------------------------------------------------------------
+
+    /// Registers local segment `id` as `[base, base + len)`.
+    ///
+    /// Errors: [`Error::InvalidArgument`] if `id >= max_segments`, `len == 0`,
+    /// `base` is not page aligned or the range does not end below `2^48`;
+    /// [`Error::AlreadyExists`] if `id` is in use or the range overlaps another
+    /// segment; [`Error::TableFull`] if the node region is exhausted.
     pub fn insert_segment(&self, id: u32, base: usize, len: u64) -> Result<()> {
-        Err(Error::TableFull)
+        if id >= self.cfg.max_segments {
+            return Err(Error::InvalidArgument);
+        }
+        let start = base as u64;
+        let end = footprint_end(start, len)?;
+        let _g = self.lock();
+        if self.rec(id as usize, R_LEN).load(Relaxed) != 0 {
+            return Err(Error::AlreadyExists);
+        }
+        self.check_overlap(LOCAL_SPACE, start, len, end)?;
+        self.insert_range(LOCAL_SPACE, id as usize, start, len, 0)?;
+        self.bump(H_SEGMENTS, 1);
+        Ok(())
     }
+
+    /// Unregisters local segment `id`.
+    ///
+    /// Errors: [`Error::InvalidArgument`] if `id >= max_segments`,
+    /// [`Error::NotFound`] if it is not registered.
     pub fn remove_segment(&self, id: u32) -> Result<()> {
-        Err(Error::NotFound)
+        if id >= self.cfg.max_segments {
+            return Err(Error::InvalidArgument);
+        }
+        let _g = self.lock();
+        let idx = id as usize;
+        let len = self.rec(idx, R_LEN).load(Relaxed);
+        if len == 0 {
+            return Err(Error::NotFound);
+        }
+        let start = self.rec(idx, R_START).load(Relaxed);
+        self.unlink_range(LOCAL_SPACE, idx, start, len);
+        self.write_record(idx, LOCAL_SPACE as u32, 0, 0, 0);
+        self.bump(H_SEGMENTS, u64::MAX);
+        Ok(())
     }
+
+    /// `(base, len)` of segment `id`, or `None` if absent (or being changed).
+    pub fn segment(&self, id: u32) -> Option<(usize, u64)> {
+        if id >= self.cfg.max_segments {
+            return None;
+        }
+        self.read_record(id as usize)
+            .map(|s| (s.start as usize, s.len))
+    }
+
+    /// Translates `(id, offset, len)` to the local address `base + offset`.
+    ///
+    /// `[offset, offset + len)` must lie inside the segment (overflow-safe);
+    /// `len == 0` checks only that `offset` is inside. Lock-free, a few loads.
+    ///
+    /// Errors: [`Error::InvalidArgument`] if `id >= max_segments`,
+    /// [`Error::NotFound`] if the segment is absent, [`Error::OutOfBounds`]
+    /// otherwise.
+    #[inline]
     pub fn resolve(&self, id: u32, offset: u64, len: u64) -> Result<usize> {
-        Err(Error::NotFound)
+        if id >= self.cfg.max_segments {
+            return Err(Error::InvalidArgument);
+        }
+        let s = self.read_record(id as usize).ok_or(Error::NotFound)?;
+        if offset >= s.len || len > s.len - offset {
+            return Err(Error::OutOfBounds);
+        }
+        Ok((s.start + offset) as usize)
     }
+
+    /// Finds the segment containing the local address `addr` and returns
+    /// `(id, addr - base)`. Lock-free and O(1).
+    ///
+    /// Errors: [`Error::NotFound`] if no segment contains `addr`.
+    #[inline]
     pub fn locate(&self, addr: usize) -> Result<(u32, u64)> {
-        Err(Error::NotFound)
+        let addr = addr as u64;
+        let s = self.lookup(LOCAL_SPACE, addr).ok_or(Error::NotFound)?;
+        Ok((s.idx as u32, addr - s.start))
     }
+
+    // ------------------------------------------------------------------
+    // Remote ranges
+    // ------------------------------------------------------------------
+
+    /// Registers `[remote_base, remote_base + len)` of `peer` as mapped at
+    /// `local_base`.
+    ///
+    /// Errors: [`Error::InvalidArgument`] if `peer >= max_peers`, `len == 0`,
+    /// either base is not page aligned, the remote range does not end below
+    /// `2^48` or the local one overflows the address space;
+    /// [`Error::AlreadyExists`] if it overlaps a range of the same peer;
+    /// [`Error::TableFull`] if no range record or node is left.
     pub fn insert_remote(
         &self,
         peer: u32,
@@ -47,12 +472,431 @@ impl<S: Deref<Target = [AtomicU64]>> Table<S> {
         len: u64,
         local_base: usize,
     ) -> Result<()> {
-        Err(Error::TableFull)
+        if peer >= self.cfg.max_peers || local_base as u64 % PAGE_SIZE != 0 {
+            return Err(Error::InvalidArgument);
+        }
+        let end = footprint_end(remote_base, len)?;
+        match (local_base as u64).checked_add(len - 1) {
+            Some(last) if last <= usize::MAX as u64 => {}
+            _ => return Err(Error::InvalidArgument),
+        }
+        let space = peer as usize + 1;
+        let _g = self.lock();
+        self.check_overlap(space, remote_base, len, end)?;
+        let (idx, link) = self.reserve_range_record()?;
+        self.insert_range(space, idx, remote_base, len, local_base as u64)?;
+        self.commit_range_record(link);
+        self.bump(H_RANGES, 1);
+        Ok(())
     }
+
+    /// Unregisters the range of `peer` that starts at `remote_base`.
+    ///
+    /// Errors: [`Error::InvalidArgument`] if `peer >= max_peers`,
+    /// [`Error::NotFound`] if no range of `peer` starts exactly there.
     pub fn remove_remote(&self, peer: u32, remote_base: u64) -> Result<()> {
-        Err(Error::NotFound)
+        if peer >= self.cfg.max_peers {
+            return Err(Error::InvalidArgument);
+        }
+        let space = peer as usize + 1;
+        let _g = self.lock();
+        let s = self.lookup(space, remote_base).ok_or(Error::NotFound)?;
+        if s.start != remote_base {
+            return Err(Error::NotFound);
+        }
+        self.unlink_range(space, s.idx, s.start, s.len);
+        let free = self.h(H_FREE_RANGE).load(Relaxed);
+        self.write_record(s.idx, space as u32, 0, 0, free);
+        self.h(H_FREE_RANGE)
+            .store((s.idx - self.cfg.max_segments as usize) as u64 + 1, Relaxed);
+        self.bump(H_RANGES, u64::MAX);
+        Ok(())
     }
+
+    /// Translates `peer`'s address `remote_addr` to the local address
+    /// `remote_addr - remote_base + local_base` of the range containing it.
+    ///
+    /// The whole `[remote_addr, remote_addr + len)` must lie in that one range
+    /// (overflow-safe); `len == 0` checks only `remote_addr`. Lock-free, O(1):
+    /// at most three node loads and two range compares.
+    ///
+    /// Errors: [`Error::InvalidArgument`] if `peer >= max_peers`,
+    /// [`Error::NotFound`] if no range of `peer` contains `remote_addr`,
+    /// [`Error::OutOfBounds`] if one does but the access runs past its end.
+    #[inline]
     pub fn relocate(&self, peer: u32, remote_addr: u64, len: u64) -> Result<usize> {
-        Err(Error::NotFound)
+        if peer >= self.cfg.max_peers {
+            return Err(Error::InvalidArgument);
+        }
+        let s = self
+            .lookup(peer as usize + 1, remote_addr)
+            .ok_or(Error::NotFound)?;
+        let off = remote_addr - s.start;
+        if len > s.len - off {
+            return Err(Error::OutOfBounds);
+        }
+        Ok((s.value + off) as usize)
+    }
+
+    // ------------------------------------------------------------------
+    // Read side
+    // ------------------------------------------------------------------
+
+    #[inline(always)]
+    fn h(&self, i: usize) -> &AtomicU64 {
+        &self.storage[i]
+    }
+
+    #[inline(always)]
+    fn rec(&self, idx: usize, field: usize) -> &AtomicU64 {
+        &self.storage[self.lay.records + idx * REC_WORDS + field]
+    }
+
+    #[inline(always)]
+    fn node_word(&self, node: usize, slot: usize) -> &AtomicU64 {
+        &self.storage[self.lay.nodes + node * NODE_WORDS + slot]
+    }
+
+    /// Seqlock read of record `idx`; `None` if free or being written.
+    #[inline(always)]
+    fn read_record(&self, idx: usize) -> Option<Snap> {
+        let at = self.lay.records + idx * REC_WORDS;
+        let r = &self.storage[at..at + REC_WORDS];
+        let s1 = r[R_SEQ].load(Acquire);
+        let start = r[R_START].load(Relaxed);
+        let len = r[R_LEN].load(Relaxed);
+        let value = r[R_VALUE].load(Relaxed);
+        fence(Acquire);
+        let s2 = r[R_SEQ].load(Relaxed);
+        if s1 != s2 || s1 & 1 != 0 || len == 0 {
+            return None;
+        }
+        Some(Snap {
+            idx,
+            tag: (s1 >> 32) as u32,
+            start,
+            len,
+            value,
+        })
+    }
+
+    /// The record of `space` whose range contains `addr`, if any.
+    #[inline(always)]
+    fn lookup(&self, space: usize, addr: u64) -> Option<Snap> {
+        let root = self.storage[self.lay.roots + space].load(Acquire);
+        if root == 0 || addr >= ADDR_LIMIT {
+            return None;
+        }
+        let g = (root & 0xff) as u32;
+        let mut node = (root >> 16) as usize - 1;
+        let key = addr >> g;
+        // The root word carries the top level's key shift: no division here.
+        let mut shift = ((root >> 8) & 0xff) as u32;
+        while shift > 0 {
+            let e = self
+                .node_word(node, ((key >> shift) & SLOT_MASK) as usize)
+                .load(Acquire);
+            if e == 0 {
+                return None;
+            }
+            node = e as usize - 1;
+            shift -= LEVEL_BITS;
+        }
+        let leaf = self
+            .node_word(node, (key & SLOT_MASK) as usize)
+            .load(Acquire);
+        for r in [leaf as u32, (leaf >> 32) as u32] {
+            if r != 0 {
+                if let Some(s) = self.read_record(r as usize - 1) {
+                    if s.tag as usize == space && addr.wrapping_sub(s.start) < s.len {
+                        return Some(s);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn granule_of(&self, space: usize) -> Option<u64> {
+        let root = self.storage[self.lay.roots + space].load(Acquire);
+        (root != 0).then(|| 1u64 << (root & 0xff))
+    }
+
+    // ------------------------------------------------------------------
+    // Write side (all called with the writer lock held)
+    // ------------------------------------------------------------------
+
+    fn lock(&self) -> WriterGuard<'_> {
+        let w = self.h(H_LOCK);
+        while w.compare_exchange_weak(0, 1, Acquire, Relaxed).is_err() {
+            while w.load(Relaxed) != 0 {
+                core::hint::spin_loop();
+            }
+        }
+        WriterGuard(w)
+    }
+
+    fn bump(&self, i: usize, delta: u64) {
+        let w = self.h(i);
+        w.store(w.load(Relaxed).wrapping_add(delta), Relaxed);
+    }
+
+    /// Seqlock write of record `idx` (`len == 0` frees it).
+    fn write_record(&self, idx: usize, tag: u32, start: u64, len: u64, value: u64) {
+        let seq = self.rec(idx, R_SEQ);
+        let s = seq.load(Relaxed);
+        let c = s as u32;
+        seq.store((s & !0xffff_ffff) | c.wrapping_add(1) as u64, Relaxed);
+        fence(Release);
+        self.rec(idx, R_START).store(start, Relaxed);
+        self.rec(idx, R_LEN).store(len, Relaxed);
+        self.rec(idx, R_VALUE).store(value, Relaxed);
+        seq.store(((tag as u64) << 32) | c.wrapping_add(2) as u64, Release);
+    }
+
+    /// The range record the next insert will use, without taking it:
+    /// `(record index, Some(next free link))` when it comes from the free
+    /// list, `(record index, None)` when from the bump region. The link must
+    /// be read now: the insert overwrites the record's `value` word.
+    fn reserve_range_record(&self) -> Result<(usize, Option<u64>)> {
+        let m = self.cfg.max_segments as usize;
+        let free = self.h(H_FREE_RANGE).load(Relaxed);
+        if free != 0 {
+            let idx = m + (free - 1) as usize;
+            return Ok((idx, Some(self.rec(idx, R_VALUE).load(Relaxed))));
+        }
+        let next = self.h(H_NEXT_RANGE).load(Relaxed);
+        if next >= self.cfg.max_ranges as u64 {
+            return Err(Error::TableFull);
+        }
+        Ok((m + next as usize, None))
+    }
+
+    /// Takes the record returned by [`Self::reserve_range_record`].
+    fn commit_range_record(&self, link: Option<u64>) {
+        match link {
+            Some(next_free) => self.h(H_FREE_RANGE).store(next_free, Relaxed),
+            None => self.bump(H_NEXT_RANGE, 1),
+        }
+    }
+
+    /// Takes a fresh, zeroed node from the bump region.
+    fn alloc_node(&self) -> Result<usize> {
+        let next = self.h(H_NEXT_NODE).load(Relaxed);
+        if next >= self.cfg.max_nodes as u64 {
+            return Err(Error::TableFull);
+        }
+        self.h(H_NEXT_NODE).store(next + 1, Relaxed);
+        let n = next as usize;
+        let at = self.lay.nodes + n * NODE_WORDS;
+        for w in &self.storage[at..at + NODE_WORDS] {
+            w.store(0, Relaxed);
+        }
+        Ok(n)
+    }
+
+    /// The leaf node covering leaf prefix `prefix` (`key >> 12`), creating
+    /// missing nodes if `create`. `Ok(None)`: absent and `!create`.
+    fn leaf_node(&self, root: usize, g: u32, prefix: u64, create: bool) -> Result<Option<usize>> {
+        let mut node = root;
+        let mut hops = levels(g) - 1;
+        while hops > 0 {
+            let shift = (hops - 1) * LEVEL_BITS;
+            let w = self.node_word(node, ((prefix >> shift) & SLOT_MASK) as usize);
+            let e = w.load(Relaxed);
+            node = if e != 0 {
+                e as usize - 1
+            } else if create {
+                let n = self.alloc_node()?;
+                w.store(n as u64 + 1, Release);
+                n
+            } else {
+                return Ok(None);
+            };
+            hops -= 1;
+        }
+        Ok(Some(node))
+    }
+
+    /// Calls `f` on every existing leaf entry of the tree `(root, g)` that
+    /// covers `[start, end)`; creates missing nodes first if `create` (then
+    /// `f` may be a no-op to just make room).
+    fn for_each_entry(
+        &self,
+        root: usize,
+        g: u32,
+        start: u64,
+        end: u64,
+        create: bool,
+        mut f: impl FnMut(&AtomicU64) -> Result<()>,
+    ) -> Result<()> {
+        let k0 = start >> g;
+        let k1 = (end - 1) >> g;
+        for prefix in (k0 >> LEVEL_BITS)..=(k1 >> LEVEL_BITS) {
+            let Some(node) = self.leaf_node(root, g, prefix, create)? else {
+                continue;
+            };
+            let lo = if prefix == k0 >> LEVEL_BITS {
+                k0 & SLOT_MASK
+            } else {
+                0
+            };
+            let hi = if prefix == k1 >> LEVEL_BITS {
+                k1 & SLOT_MASK
+            } else {
+                SLOT_MASK
+            };
+            for slot in lo..=hi {
+                f(self.node_word(node, slot as usize))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Links record reference `r` into every entry covering `[start, end)`
+    /// of the tree `(root, g)`; nodes must exist.
+    fn fill(&self, root: usize, g: u32, start: u64, end: u64, r: u32) {
+        let res = self.for_each_entry(root, g, start, end, false, |w| {
+            let e = w.load(Relaxed);
+            let new = if e as u32 == 0 {
+                e | r as u64
+            } else {
+                debug_assert_eq!(e >> 32, 0, "leaf entry already holds two ranges");
+                e | ((r as u64) << 32)
+            };
+            w.store(new, Release);
+            Ok(())
+        });
+        debug_assert!(res.is_ok());
+    }
+
+    /// [`Error::AlreadyExists`] if `[start, start + len)` (footprint end
+    /// `end`) overlaps a live range of `space`.
+    fn check_overlap(&self, space: usize, start: u64, len: u64, end: u64) -> Result<()> {
+        let root = self.storage[self.lay.roots + space].load(Relaxed);
+        if root == 0 {
+            return Ok(());
+        }
+        let (rnode, g) = ((root >> 16) as usize - 1, (root & 0xff) as u32);
+        self.for_each_entry(rnode, g, start, end, false, |w| {
+            let e = w.load(Relaxed);
+            for other in [e as u32, (e >> 32) as u32] {
+                if other != 0 {
+                    let o = other as usize - 1;
+                    let os = self.rec(o, R_START).load(Relaxed);
+                    let ol = self.rec(o, R_LEN).load(Relaxed);
+                    if os < start + len && start < os + ol {
+                        return Err(Error::AlreadyExists);
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Inserts record `idx` (`[start, start+len)`, value `value`) into
+    /// `space`, which must not overlap it ([`Self::check_overlap`]). The
+    /// record is written only once nothing can fail any more.
+    fn insert_range(
+        &self,
+        space: usize,
+        idx: usize,
+        start: u64,
+        len: u64,
+        value: u64,
+    ) -> Result<()> {
+        let end = footprint_end(start, len)?;
+        let want = granule_for(end - start);
+        let root = self.storage[self.lay.roots + space].load(Relaxed);
+        if root != 0 {
+            let (rnode, g) = ((root >> 16) as usize - 1, (root & 0xff) as u32);
+            if want >= g {
+                self.for_each_entry(rnode, g, start, end, true, |_| Ok(()))?;
+                self.write_record(idx, space as u32, start, len, value);
+                self.fill(rnode, g, start, end, idx as u32 + 1);
+                return Ok(());
+            }
+        }
+        self.rebuild(space, want, idx, start, len, value)
+    }
+
+    /// Builds a new tree for `space` with granule shift `g` holding the live
+    /// records of the space plus the new record `idx`, then publishes it.
+    fn rebuild(
+        &self,
+        space: usize,
+        g: u32,
+        idx: usize,
+        start: u64,
+        len: u64,
+        value: u64,
+    ) -> Result<()> {
+        let saved = self.h(H_NEXT_NODE).load(Relaxed);
+        let built = (|| {
+            let root = self.alloc_node()?;
+            let (lo, hi) = if space == LOCAL_SPACE {
+                (0, self.cfg.max_segments as usize)
+            } else {
+                let m = self.cfg.max_segments as usize;
+                (m, m + self.h(H_NEXT_RANGE).load(Relaxed) as usize)
+            };
+            for o in lo..hi {
+                let ol = self.rec(o, R_LEN).load(Relaxed);
+                let tag = (self.rec(o, R_SEQ).load(Relaxed) >> 32) as usize;
+                if ol == 0 || tag != space || o == idx {
+                    continue;
+                }
+                let os = self.rec(o, R_START).load(Relaxed);
+                let oe = footprint_end(os, ol)?;
+                self.for_each_entry(root, g, os, oe, true, |_| Ok(()))?;
+                self.fill(root, g, os, oe, o as u32 + 1);
+            }
+            let end = footprint_end(start, len)?;
+            self.for_each_entry(root, g, start, end, true, |_| Ok(()))?;
+            self.fill(root, g, start, end, idx as u32 + 1);
+            Ok(root)
+        })();
+        let root = match built {
+            Ok(root) => root,
+            Err(e) => {
+                // Nothing of the new tree was published: give the nodes back.
+                self.h(H_NEXT_NODE).store(saved, Relaxed);
+                return Err(e);
+            }
+        };
+        self.write_record(idx, space as u32, start, len, value);
+        self.storage[self.lay.roots + space].store(root_word(root, g), Release);
+        self.bump(H_REBUILDS, 1);
+        Ok(())
+    }
+
+    /// Removes record reference `idx + 1` from the live index of `space`.
+    fn unlink_range(&self, space: usize, idx: usize, start: u64, len: u64) {
+        let root = self.storage[self.lay.roots + space].load(Relaxed);
+        let Ok(end) = footprint_end(start, len) else {
+            return;
+        };
+        if root == 0 {
+            return;
+        }
+        let (rnode, g) = ((root >> 16) as usize - 1, (root & 0xff) as u32);
+        let r = idx as u64 + 1;
+        let _ = self.for_each_entry(rnode, g, start, end, false, |w| {
+            let e = w.load(Relaxed);
+            let mut new = e;
+            if e & 0xffff_ffff == r {
+                new &= !0xffff_ffff;
+            }
+            if e >> 32 == r {
+                new &= 0xffff_ffff;
+            }
+            if new != e {
+                w.store(new, Release);
+            }
+            Ok(())
+        });
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,801 @@
+//! Tests of the translation table (run under Miri too, with smaller counts).
+
+use super::*;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::vec::Vec;
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const TOP: u64 = 1 << ADDR_BITS;
+
+fn storage(cfg: &TableConfig) -> Vec<AtomicU64> {
+    (0..Table::<&[AtomicU64]>::words_for(cfg))
+        .map(|_| AtomicU64::new(0))
+        .collect()
+}
+
+fn cfg(segments: u32, peers: u32, ranges: u32, nodes: u32) -> TableConfig {
+    TableConfig::new(segments, peers, ranges, nodes)
+}
+
+/// A local address derived from a remote one, so readers can check answers.
+fn local_of(peer: u32, remote: u64) -> usize {
+    (remote + (peer as u64 + 1) * (1 << 40)) as usize
+}
+
+#[test]
+fn send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Table<&[AtomicU64]>>();
+    check::<Table<Vec<AtomicU64>>>();
+}
+
+#[test]
+fn config_and_storage_errors() {
+    let c = cfg(4, 2, 8, 4);
+    let words = storage(&c);
+    assert!(words.len() >= 4 * NODE_WORDS);
+    assert_eq!(
+        Table::new(c, &words[..words.len() - 1]).unwrap_err(),
+        Error::InvalidArgument
+    );
+    let bad = cfg(u32::MAX, 0, 1, 0);
+    assert_eq!(Table::<&[AtomicU64]>::words_for(&bad), 0);
+    assert_eq!(
+        Table::new(bad, &words[..]).unwrap_err(),
+        Error::InvalidArgument
+    );
+    let bad = cfg(0, 0, 0, u32::MAX);
+    assert_eq!(Table::<&[AtomicU64]>::words_for(&bad), 0);
+    assert_eq!(
+        Table::new(bad, &words[..]).unwrap_err(),
+        Error::InvalidArgument
+    );
+    // An empty-capacity table is valid but everything is out of range.
+    let z = cfg(0, 0, 0, 0);
+    let zw = storage(&z);
+    let t = Table::new(z, &zw[..]).unwrap();
+    assert_eq!(t.insert_segment(0, 0, 4096), Err(Error::InvalidArgument));
+    assert_eq!(t.relocate(0, 0, 0), Err(Error::InvalidArgument));
+    assert_eq!(t.locate(4096), Err(Error::NotFound));
+}
+
+#[test]
+fn new_reinitializes_garbage() {
+    let c = cfg(4, 2, 8, 8);
+    let words = storage(&c);
+    for (i, w) in words.iter().enumerate() {
+        w.store(0xdead_beef_0000 + i as u64, Relaxed);
+    }
+    let t = Table::new(c, &words[..]).unwrap();
+    assert_eq!(
+        t.stats(),
+        TableStats {
+            nodes_total: 8,
+            ..Default::default()
+        }
+    );
+    assert_eq!(t.resolve(1, 0, 0), Err(Error::NotFound));
+    assert_eq!(t.relocate(1, 0x1000, 0), Err(Error::NotFound));
+    t.insert_segment(1, 0x10_0000, 8192).unwrap();
+    t.insert_remote(1, 0x2000, 4096, 0x5000).unwrap();
+    assert_eq!(t.resolve(1, 4, 4), Ok(0x10_0004));
+    assert_eq!(t.locate(0x10_1fff), Ok((1, 0x1fff)));
+    assert_eq!(t.relocate(1, 0x2fff, 1), Ok(0x5fff));
+}
+
+#[test]
+fn segment_errors() {
+    let c = cfg(4, 1, 4, 16);
+    let words = storage(&c);
+    let t = Table::new(c, &words[..]).unwrap();
+    let e = Error::InvalidArgument;
+    assert_eq!(t.insert_segment(4, 0x1000, 4096), Err(e));
+    assert_eq!(t.insert_segment(0, 0x1000, 0), Err(e));
+    assert_eq!(t.insert_segment(0, 0x1001, 4096), Err(e));
+    assert_eq!(t.insert_segment(0, 0x1000, u64::MAX), Err(e));
+    assert_eq!(t.insert_segment(0, 0x1000, u64::MAX - 4094), Err(e));
+    assert_eq!(t.insert_segment(0, (TOP - 4096) as usize, 4097), Err(e));
+    assert_eq!(t.insert_segment(0, TOP as usize, 4096), Err(e));
+    assert_eq!(t.insert_segment(0, usize::MAX & !4095, 4096), Err(e));
+    assert_eq!(t.remove_segment(4), Err(e));
+    assert_eq!(t.resolve(4, 0, 0), Err(e));
+    assert_eq!(t.segment(4), None);
+    assert_eq!(t.remove_segment(0), Err(Error::NotFound));
+    assert_eq!(t.resolve(0, 0, 0), Err(Error::NotFound));
+
+    t.insert_segment(0, 0x10_0000, 64 * KIB).unwrap();
+    assert_eq!(
+        t.insert_segment(0, 0x80_0000, 4096),
+        Err(Error::AlreadyExists)
+    );
+    // Overlaps of every shape with segment 0 = [0x10_0000, 0x11_0000).
+    for (base, len) in [
+        (0x10_0000, 4096),
+        (0x10_f000, 1),
+        (0x0f_f000, 4097),
+        (0x0f_0000, 2 * MIB),
+        (0x10_8000, MIB),
+    ] {
+        assert_eq!(
+            t.insert_segment(1, base, len),
+            Err(Error::AlreadyExists),
+            "{base:#x}"
+        );
+    }
+    // Adjacent on both sides is fine.
+    t.insert_segment(1, 0x11_0000, 4096).unwrap();
+    t.insert_segment(2, 0x0f_f000, 4096).unwrap();
+    assert_eq!(t.stats().segments, 3);
+    assert_eq!(t.segment(0), Some((0x10_0000, 64 * KIB)));
+    t.remove_segment(0).unwrap();
+    assert_eq!(t.remove_segment(0), Err(Error::NotFound));
+    assert_eq!(t.segment(0), None);
+    assert_eq!(t.stats().segments, 2);
+}
+
+#[test]
+fn resolve_and_locate_bounds() {
+    let c = cfg(8, 1, 4, 16);
+    let words = storage(&c);
+    let t = Table::new(c, &words[..]).unwrap();
+    let base = 0x7f00_0000_0000usize;
+    let len = 3 * 4096 + 5; // not a page multiple
+    t.insert_segment(3, base, len).unwrap();
+    let oob = Err(Error::OutOfBounds);
+    assert_eq!(t.resolve(3, 0, 0), Ok(base));
+    assert_eq!(t.resolve(3, 0, len), Ok(base));
+    assert_eq!(t.resolve(3, 0, len + 1), oob);
+    assert_eq!(t.resolve(3, len - 1, 1), Ok(base + len as usize - 1));
+    assert_eq!(t.resolve(3, len - 1, 0), Ok(base + len as usize - 1));
+    assert_eq!(t.resolve(3, len - 1, 2), oob);
+    assert_eq!(t.resolve(3, len, 0), oob);
+    assert_eq!(t.resolve(3, u64::MAX, 0), oob);
+    assert_eq!(t.resolve(3, u64::MAX, u64::MAX), oob);
+    assert_eq!(t.resolve(3, 1, u64::MAX), oob);
+    assert_eq!(t.resolve(3, 0, u64::MAX), oob);
+    assert_eq!(t.resolve(3, u64::MAX - 1, 2), oob);
+
+    assert_eq!(t.locate(base), Ok((3, 0)));
+    assert_eq!(t.locate(base + len as usize - 1), Ok((3, len - 1)));
+    assert_eq!(t.locate(base + len as usize), Err(Error::NotFound));
+    assert_eq!(t.locate(base - 1), Err(Error::NotFound));
+    assert_eq!(t.locate(usize::MAX), Err(Error::NotFound));
+    assert_eq!(t.locate(TOP as usize), Err(Error::NotFound));
+    assert_eq!(t.locate(0), Err(Error::NotFound));
+
+    // A segment at the very top of the address space.
+    let top = (TOP - 4096) as usize;
+    t.insert_segment(7, top, 4096).unwrap();
+    assert_eq!(t.resolve(7, 4095, 1), Ok(top + 4095));
+    assert_eq!(t.resolve(7, 4095, 2), oob);
+    assert_eq!(t.locate(top + 4095), Ok((7, 4095)));
+    assert_eq!(t.locate(top + 4096), Err(Error::NotFound));
+    // Segment at address 0 is allowed too.
+    t.insert_segment(0, 0, 4096).unwrap();
+    assert_eq!(t.locate(0), Ok((0, 0)));
+    assert_eq!(t.resolve(0, 17, 1), Ok(17));
+}
+
+#[test]
+fn remote_errors() {
+    let c = cfg(1, 2, 3, 16);
+    let words = storage(&c);
+    let t = Table::new(c, &words[..]).unwrap();
+    let e = Err(Error::InvalidArgument);
+    assert_eq!(t.insert_remote(2, 0x1000, 4096, 0x1000), e);
+    assert_eq!(t.insert_remote(0, 0x1000, 0, 0x1000), e);
+    assert_eq!(t.insert_remote(0, 0x1001, 4096, 0x1000), e);
+    assert_eq!(t.insert_remote(0, 0x1000, 4096, 0x1008), e);
+    assert_eq!(t.insert_remote(0, 0x1000, u64::MAX, 0x1000), e);
+    assert_eq!(t.insert_remote(0, TOP - 4096, 8192, 0x1000), e);
+    assert_eq!(t.insert_remote(0, !4095, 4096, 0x1000), e);
+    assert_eq!(t.insert_remote(0, 0x1000, 8192, usize::MAX & !4095), e);
+    assert_eq!(t.remove_remote(2, 0x1000), e);
+    assert_eq!(t.relocate(2, 0x1000, 0), Err(Error::InvalidArgument));
+    assert_eq!(t.remove_remote(0, 0x1000), Err(Error::NotFound));
+    assert_eq!(t.relocate(0, 0x1000, 0), Err(Error::NotFound));
+
+    t.insert_remote(0, 0x10_0000, 64 * KIB, 0x7000_0000)
+        .unwrap();
+    assert_eq!(
+        t.insert_remote(0, 0x10_f000, 4096, 0x1000),
+        Err(Error::AlreadyExists)
+    );
+    assert_eq!(
+        t.insert_remote(0, 0x0f_f000, 8192, 0x1000),
+        Err(Error::AlreadyExists)
+    );
+    // Same remote addresses for another peer are independent.
+    t.insert_remote(1, 0x10_0000, 64 * KIB, 0x8000_0000)
+        .unwrap();
+    assert_eq!(t.remove_remote(0, 0x10_1000), Err(Error::NotFound));
+    assert_eq!(t.remove_remote(0, 0x11_0000), Err(Error::NotFound));
+    assert_eq!(t.relocate(0, 0x10_0010, 16), Ok(0x7000_0010));
+    assert_eq!(t.relocate(1, 0x10_0010, 16), Ok(0x8000_0010));
+    // Record capacity: 3 records.
+    t.insert_remote(0, 0x20_0000, 4096, 0x9000_0000).unwrap();
+    assert_eq!(
+        t.insert_remote(0, 0x30_0000, 4096, 0x9000_0000),
+        Err(Error::TableFull)
+    );
+    t.remove_remote(0, 0x20_0000).unwrap();
+    assert_eq!(t.remove_remote(0, 0x20_0000), Err(Error::NotFound));
+    assert_eq!(t.relocate(0, 0x20_0000, 0), Err(Error::NotFound));
+    t.insert_remote(0, 0x30_0000, 4096, 0x9000_0000).unwrap();
+    assert_eq!(t.relocate(0, 0x30_0fff, 1), Ok(0x9000_0fff));
+    assert_eq!(t.stats().ranges, 3);
+}
+
+#[test]
+fn relocate_bounds_and_top_of_space() {
+    let c = cfg(1, 1, 4, 16);
+    let words = storage(&c);
+    let t = Table::new(c, &words[..]).unwrap();
+    let (rb, len, lb) = (0x5555_0000_0000u64, 5 * 4096 + 7, 0x2000_0000usize);
+    t.insert_remote(0, rb, len, lb).unwrap();
+    let oob = Err(Error::OutOfBounds);
+    assert_eq!(t.relocate(0, rb, 0), Ok(lb));
+    assert_eq!(t.relocate(0, rb, len), Ok(lb));
+    assert_eq!(t.relocate(0, rb, len + 1), oob);
+    assert_eq!(t.relocate(0, rb + len - 1, 1), Ok(lb + len as usize - 1));
+    assert_eq!(t.relocate(0, rb + len - 1, 2), oob);
+    assert_eq!(t.relocate(0, rb + 1, u64::MAX), oob);
+    assert_eq!(t.relocate(0, rb + len, 0), Err(Error::NotFound));
+    assert_eq!(t.relocate(0, rb - 1, 1), Err(Error::NotFound));
+    assert_eq!(t.relocate(0, u64::MAX, 1), Err(Error::NotFound));
+    assert_eq!(t.relocate(0, u64::MAX, u64::MAX), Err(Error::NotFound));
+
+    let top = TOP - 8192;
+    t.insert_remote(0, top, 8192, 0x3000_0000).unwrap();
+    assert_eq!(t.relocate(0, TOP - 1, 1), Ok(0x3000_0000 + 8191));
+    assert_eq!(t.relocate(0, TOP - 1, 2), oob);
+    assert_eq!(t.relocate(0, TOP - 1, u64::MAX), oob);
+    assert_eq!(t.relocate(0, TOP, 0), Err(Error::NotFound));
+    assert_eq!(t.relocate(0, 0, 0), Err(Error::NotFound));
+    t.remove_remote(0, top).unwrap();
+    assert_eq!(t.relocate(0, TOP - 1, 1), Err(Error::NotFound));
+    // A local mapping ending exactly at the top of the local address space.
+    let last = usize::MAX - 4095;
+    t.insert_remote(0, 0x1000, 4096, last).unwrap();
+    assert_eq!(t.relocate(0, 0x1fff, 1), Ok(usize::MAX));
+}
+
+#[test]
+fn granule_rebuild() {
+    let c = cfg(8, 1, 16, 64);
+    let words = storage(&c);
+    let t = Table::new(c, &words[..]).unwrap();
+    let base = 0x10_0000_0000u64;
+    for i in 0..4 {
+        let rb = base + i * 64 * MIB;
+        t.insert_remote(0, rb, 64 * MIB, local_of(0, rb)).unwrap();
+        t.insert_segment(i as u32, rb as usize, 64 * MIB).unwrap();
+    }
+    assert_eq!(t.peer_granule(0), Some(64 * MIB));
+    assert_eq!(t.local_granule(), Some(64 * MIB));
+    assert_eq!(t.peer_granule(1), None);
+    let rebuilds = t.stats().rebuilds;
+    // A 4 KiB range (not granule-aligned relative to the old one) forces a rebuild.
+    let small = base + 4 * 64 * MIB + 12 * KIB;
+    t.insert_remote(0, small, 4096, local_of(0, small)).unwrap();
+    t.insert_segment(4, small as usize, 100).unwrap();
+    assert_eq!(t.peer_granule(0), Some(4096));
+    assert_eq!(t.local_granule(), Some(4096));
+    assert_eq!(t.stats().rebuilds, rebuilds + 2);
+    for i in 0..4u64 {
+        let rb = base + i * 64 * MIB;
+        for a in [rb, rb + 4095, rb + 33 * MIB + 7, rb + 64 * MIB - 1] {
+            assert_eq!(t.relocate(0, a, 1), Ok(local_of(0, a)));
+            assert_eq!(t.locate(a as usize), Ok((i as u32, a - rb)));
+        }
+        assert_eq!(t.relocate(0, rb, 64 * MIB), Ok(local_of(0, rb)));
+        assert_eq!(t.relocate(0, rb + 1, 64 * MIB), Err(Error::OutOfBounds));
+        assert_eq!(
+            t.resolve(i as u32, 64 * MIB - 1, 1),
+            Ok((rb + 64 * MIB - 1) as usize)
+        );
+    }
+    assert_eq!(
+        t.relocate(0, small + 4095, 1),
+        Ok(local_of(0, small + 4095))
+    );
+    assert_eq!(t.relocate(0, small + 4096, 0), Err(Error::NotFound));
+    assert_eq!(t.relocate(0, small - 1, 0), Err(Error::NotFound));
+    assert_eq!(t.locate(small as usize + 99), Ok((4, 99)));
+    assert_eq!(t.locate(small as usize + 100), Err(Error::NotFound));
+    // Granules between 4 KiB and 64 MiB: a 1 MiB + 1 byte range gives 1 MiB.
+    let mid = base + 10 * 64 * MIB;
+    let c2 = cfg(1, 1, 4, 64);
+    let w2 = storage(&c2);
+    let t2 = Table::new(c2, &w2[..]).unwrap();
+    t2.insert_remote(0, mid, 64 * MIB, local_of(0, mid))
+        .unwrap();
+    t2.insert_remote(0, mid + 64 * MIB, MIB + 1, local_of(0, mid + 64 * MIB))
+        .unwrap();
+    assert_eq!(t2.peer_granule(0), Some(MIB));
+    assert_eq!(
+        t2.relocate(0, mid + 65 * MIB, 1),
+        Ok(local_of(0, mid + 65 * MIB))
+    );
+    assert_eq!(t2.relocate(0, mid + 65 * MIB + 1, 0), Err(Error::NotFound));
+    assert_eq!(
+        t2.relocate(0, mid + 5 * MIB, 1),
+        Ok(local_of(0, mid + 5 * MIB))
+    );
+}
+
+#[test]
+fn huge_range_uses_one_level() {
+    assert_eq!(levels(36), if cfg!(miri) { 2 } else { 1 });
+    let c = cfg(1, 1, 4, 4);
+    let words = storage(&c);
+    let t = Table::new(c, &words[..]).unwrap();
+    let g = 1u64 << 36;
+    t.insert_remote(0, g, g, 0).unwrap();
+    assert_eq!(t.stats().nodes_used, levels(36) as u64);
+    assert_eq!(t.peer_granule(0), Some(g));
+    assert_eq!(t.relocate(0, 2 * g - 1, 1), Ok((g - 1) as usize));
+    assert_eq!(t.relocate(0, g - 1, 0), Err(Error::NotFound));
+}
+
+#[test]
+fn node_exhaustion() {
+    // A 4 KiB granule needs `l` levels (3 with 12-bit nodes): `l` nodes for
+    // the first range.
+    let l = levels(12);
+    let c = cfg(2, 2, 4, l - 1);
+    let words = storage(&c);
+    let t = Table::new(c, &words[..]).unwrap();
+    assert_eq!(
+        t.insert_remote(0, 0x1000, 4096, 0x1000),
+        Err(Error::TableFull)
+    );
+    assert_eq!(
+        t.stats().nodes_used,
+        0,
+        "a failed rebuild gives its nodes back"
+    );
+    assert_eq!(t.stats().ranges, 0);
+    assert_eq!(t.relocate(0, 0x1000, 0), Err(Error::NotFound));
+    assert_eq!(t.insert_segment(0, 0x1000, 4096), Err(Error::TableFull));
+    assert_eq!(t.segment(0), None);
+    assert_eq!(t.resolve(0, 0, 0), Err(Error::NotFound));
+
+    let c = cfg(2, 2, 4, l + 1);
+    let words = storage(&c);
+    let t = Table::new(c, &words[..]).unwrap();
+    t.insert_remote(0, 0x1000, 4096, 0x1000).unwrap();
+    assert_eq!(t.stats().nodes_used, l as u64);
+    // Same leaf: no new node needed.
+    t.insert_remote(0, 0x3000, 4096, 0x3000).unwrap();
+    // Far away: needs a new interior node and a leaf, only one is left.
+    assert_eq!(
+        t.insert_remote(0, 0x7000_0000_0000, 4096, 0x5000),
+        Err(Error::TableFull)
+    );
+    assert_eq!(t.relocate(0, 0x7000_0000_0000, 0), Err(Error::NotFound));
+    assert_eq!(t.relocate(0, 0x1fff, 1), Ok(0x1fff));
+    assert_eq!(t.relocate(0, 0x3000, 4096), Ok(0x3000));
+    assert_eq!(t.stats().ranges, 2);
+    // The failed insert did not consume its record: two more fit.
+    t.remove_remote(0, 0x3000).unwrap();
+    t.insert_remote(0, 0x5000, 4096, 0x5000).unwrap();
+    t.insert_remote(0, 0x9000, 4096, 0x9000).unwrap();
+    t.insert_remote(0, 0xb000, 4096, 0xb000).unwrap();
+    assert_eq!(
+        t.insert_remote(0, 0xd000, 4096, 0xd000),
+        Err(Error::TableFull)
+    );
+}
+
+#[test]
+fn removed_ranges_free_their_index_entries() {
+    let c = cfg(4, 2, 8, 16);
+    let words = storage(&c);
+    let t = Table::new(c, &words[..]).unwrap();
+    for round in 0..20u64 {
+        let peer = (round % 2) as u32;
+        let rb = 0x4000_0000 + (round % 3) * 8192;
+        t.insert_remote(peer, rb, 8192, local_of(peer, rb)).unwrap();
+        t.insert_segment(1, rb as usize, 8192).unwrap();
+        assert_eq!(
+            t.relocate(peer, rb + 8191, 1),
+            Ok(local_of(peer, rb + 8191))
+        );
+        assert_eq!(t.relocate(1 - peer, rb, 0), Err(Error::NotFound));
+        assert_eq!(t.locate(rb as usize + 5), Ok((1, 5)));
+        t.remove_remote(peer, rb).unwrap();
+        t.remove_segment(1).unwrap();
+        assert_eq!(t.relocate(peer, rb, 0), Err(Error::NotFound));
+        assert_eq!(t.locate(rb as usize), Err(Error::NotFound));
+    }
+    let s = t.stats();
+    assert_eq!((s.segments, s.ranges), (0, 0));
+    // One three-level tree per space (local, peer 0, peer 1), built once.
+    assert_eq!(
+        (s.nodes_used, s.rebuilds),
+        (3 * levels(12) as u64, 3),
+        "{s:?}"
+    );
+}
+
+// ---------------------------------------------------------------------
+// Model test
+// ---------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug)]
+struct Range {
+    space: usize, // 0 = local segments, 1 + p = peer p
+    id: u32,      // segment id (local space only)
+    start: u64,
+    len: u64,
+    value: u64,
+}
+
+fn footprint(r: &Range) -> (u64, u64) {
+    (r.start, r.start + r.len.div_ceil(4096) * 4096)
+}
+
+fn model_find(model: &[Range], space: usize, addr: u64) -> Option<Range> {
+    model
+        .iter()
+        .copied()
+        .find(|r| r.space == space && r.start <= addr && addr - r.start < r.len)
+}
+
+fn model_overlaps(model: &[Range], space: usize, start: u64, len: u64) -> bool {
+    model
+        .iter()
+        .any(|r| r.space == space && r.start < start + len && start < r.start + r.len)
+}
+
+fn random_addr(rng: &mut StdRng) -> u64 {
+    // A few clusters spread over the address space, incl. its very top.
+    let clusters = [0u64, 0x10_0000_0000, 0x7fff_f000_0000, TOP - 4 * MIB];
+    let c = clusters[rng.random_range(0..clusters.len())];
+    c + rng.random_range(0..1024u64) * 4096
+}
+
+fn random_len(rng: &mut StdRng) -> u64 {
+    match rng.random_range(0..10) {
+        0 => rng.random_range(1..4096),
+        1..=6 => rng.random_range(1..16u64) * 4096,
+        7 => rng.random_range(1..16u64) * 4096 + rng.random_range(1..4096),
+        _ => rng.random_range(16..256u64) * 4096,
+    }
+}
+
+fn model_run(seed: u64, ops: usize) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (segs, peers) = (8u32, 3u32);
+    let c = cfg(segs, peers, 64, 200);
+    let words = storage(&c);
+    let t = Table::new(c, &words[..]).unwrap();
+    let mut model: Vec<Range> = Vec::new();
+    // Start big so that granules shrink (and rebuilds happen) along the way.
+    let mut max_len_pages = 256u64;
+    for op in 0..ops {
+        if op % (ops / 8).max(1) == 0 && max_len_pages > 1 {
+            max_len_pages /= 2;
+        }
+        let space = rng.random_range(0..=peers as usize);
+        match rng.random_range(0..10) {
+            0..=2 => {
+                let start = random_addr(&mut rng);
+                let mut len = random_len(&mut rng);
+                if len > max_len_pages * 4096 && rng.random_range(0..4) != 0 {
+                    len = max_len_pages * 4096;
+                }
+                let fits = start + len.div_ceil(4096) * 4096 <= TOP;
+                if space == 0 {
+                    let id = rng.random_range(0..segs);
+                    let got = t.insert_segment(id, start as usize, len);
+                    let want = if !fits {
+                        Err(Error::InvalidArgument)
+                    } else if model.iter().any(|r| r.space == 0 && r.id == id)
+                        || model_overlaps(&model, 0, start, len)
+                    {
+                        Err(Error::AlreadyExists)
+                    } else {
+                        Ok(())
+                    };
+                    assert_eq!(
+                        got, want,
+                        "seed {seed} op {op} segment {id} {start:#x}+{len:#x}"
+                    );
+                    if got.is_ok() {
+                        model.push(Range {
+                            space,
+                            id,
+                            start,
+                            len,
+                            value: start,
+                        });
+                    }
+                } else {
+                    let peer = space as u32 - 1;
+                    let value = rng.random_range(1..1u64 << 30) * 4096;
+                    let got = t.insert_remote(peer, start, len, value as usize);
+                    let ranges = model.iter().filter(|r| r.space != 0).count();
+                    let want = if !fits {
+                        Err(Error::InvalidArgument)
+                    } else if model_overlaps(&model, space, start, len) {
+                        Err(Error::AlreadyExists)
+                    } else if ranges == 64 {
+                        Err(Error::TableFull)
+                    } else {
+                        Ok(())
+                    };
+                    assert_eq!(
+                        got, want,
+                        "seed {seed} op {op} peer {peer} {start:#x}+{len:#x}"
+                    );
+                    if got.is_ok() {
+                        model.push(Range {
+                            space,
+                            id: 0,
+                            start,
+                            len,
+                            value,
+                        });
+                    }
+                }
+            }
+            3..=5 => {
+                // Remove: mostly an existing range, sometimes a random address.
+                let pick = if !model.is_empty() && rng.random_range(0..4) != 0 {
+                    let r = model[rng.random_range(0..model.len())];
+                    (r.space, r.id, r.start)
+                } else {
+                    (space, rng.random_range(0..segs), random_addr(&mut rng))
+                };
+                let (space, id, start) = pick;
+                let pos = model.iter().position(|r| {
+                    r.space == space
+                        && if space == 0 {
+                            r.id == id
+                        } else {
+                            r.start == start
+                        }
+                });
+                let got = if space == 0 {
+                    t.remove_segment(id)
+                } else {
+                    t.remove_remote(space as u32 - 1, start)
+                };
+                assert_eq!(got.is_ok(), pos.is_some(), "seed {seed} op {op} remove");
+                if let Some(p) = pos {
+                    model.swap_remove(p);
+                } else {
+                    assert_eq!(got, Err(Error::NotFound));
+                }
+            }
+            _ => {
+                // Queries: near a known range's edges, or anywhere.
+                for _ in 0..4 {
+                    let addr = if !model.is_empty() && rng.random_range(0..3) != 0 {
+                        let r = model[rng.random_range(0..model.len())];
+                        let (_, fe) = footprint(&r);
+                        match rng.random_range(0..5) {
+                            0 => r.start,
+                            1 => r.start + r.len - 1,
+                            2 => r.start + r.len,
+                            3 => r.start.wrapping_sub(1),
+                            _ => r.start + rng.random_range(0..fe - r.start),
+                        }
+                    } else {
+                        random_addr(&mut rng) + rng.random_range(0..4096)
+                    };
+                    let len = match rng.random_range(0..4) {
+                        0 => 0,
+                        1 => 1,
+                        2 => rng.random_range(0..64 * KIB),
+                        _ => u64::MAX - rng.random_range(0..2),
+                    };
+                    let hit = model_find(&model, space, addr);
+                    if space == 0 {
+                        let want = hit.map(|r| (r.id, addr - r.start)).ok_or(Error::NotFound);
+                        assert_eq!(
+                            t.locate(addr as usize),
+                            want,
+                            "seed {seed} op {op} locate {addr:#x}"
+                        );
+                        let id = hit.map_or(rng.random_range(0..segs), |r| r.id);
+                        let seg = model.iter().find(|r| r.space == 0 && r.id == id);
+                        let off = match seg {
+                            Some(s) if rng.random_range(0..2) == 0 => s.len - 1,
+                            Some(s) => addr.wrapping_sub(s.start),
+                            None => 0,
+                        };
+                        let want = match seg {
+                            None => Err(Error::NotFound),
+                            Some(s) if off < s.len && len <= s.len - off => {
+                                Ok((s.start + off) as usize)
+                            }
+                            Some(_) => Err(Error::OutOfBounds),
+                        };
+                        assert_eq!(t.resolve(id, off, len), want, "seed {seed} op {op} resolve");
+                    } else {
+                        let want = match hit {
+                            None => Err(Error::NotFound),
+                            Some(r) if len <= r.len - (addr - r.start) => {
+                                Ok((r.value + addr - r.start) as usize)
+                            }
+                            Some(_) => Err(Error::OutOfBounds),
+                        };
+                        assert_eq!(
+                            t.relocate(space as u32 - 1, addr, len),
+                            want,
+                            "seed {seed} op {op} relocate {addr:#x}+{len:#x}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // Every registered range still answers at both ends.
+    for r in &model {
+        let last = r.start + r.len - 1;
+        if r.space == 0 {
+            assert_eq!(t.locate(last as usize), Ok((r.id, r.len - 1)));
+            assert_eq!(t.resolve(r.id, 0, r.len), Ok(r.start as usize));
+        } else {
+            let p = r.space as u32 - 1;
+            assert_eq!(t.relocate(p, r.start, r.len), Ok(r.value as usize));
+            assert_eq!(t.relocate(p, last, 1), Ok((r.value + r.len - 1) as usize));
+        }
+    }
+    let s = t.stats();
+    assert_eq!(
+        s.segments as usize,
+        model.iter().filter(|r| r.space == 0).count()
+    );
+    assert_eq!(
+        s.ranges as usize,
+        model.iter().filter(|r| r.space != 0).count()
+    );
+}
+
+#[test]
+fn model_random() {
+    let (seeds, ops) = if cfg!(miri) { (1, 120) } else { (16, 3000) };
+    for seed in 0..seeds {
+        model_run(seed, ops);
+    }
+}
+
+// ---------------------------------------------------------------------
+// Scale
+// ---------------------------------------------------------------------
+
+#[test]
+fn scale_many_ranges_one_peer() {
+    let n: u64 = if cfg!(miri) { 200 } else { 100_000 };
+    let c = cfg(1, 2, n as u32, 256);
+    let words = storage(&c);
+    let t = Table::new(c, &words[..]).unwrap();
+    // Lengths of 1-3 pages with one-page gaps; the first range is the largest.
+    let base = 0x7f00_0000_0000u64;
+    let mut starts = Vec::with_capacity(n as usize);
+    let mut at = base;
+    for i in 0..n {
+        let len = (3 - i % 3) * 4096 - (i % 5);
+        starts.push((at, len));
+        t.insert_remote(0, at, len, local_of(0, at)).unwrap();
+        at += len.div_ceil(4096) * 4096 + 4096;
+    }
+    assert_eq!(t.stats().ranges, n);
+    assert_eq!(t.peer_granule(0), Some(4096));
+    assert_eq!(t.insert_remote(0, at, 4096, 0), Err(Error::TableFull));
+    for &(s, len) in &starts {
+        assert_eq!(t.relocate(0, s, len), Ok(local_of(0, s)));
+        assert_eq!(t.relocate(0, s + len - 1, 1), Ok(local_of(0, s + len - 1)));
+        assert_eq!(t.relocate(0, s + len, 1), Err(Error::NotFound));
+        assert_eq!(t.relocate(1, s, 0), Err(Error::NotFound));
+    }
+}
+
+// ---------------------------------------------------------------------
+// Concurrency
+// ---------------------------------------------------------------------
+
+/// Slot `i` of the concurrent test: a fixed remote range per slot, so a
+/// reader can tell exactly which answers are legal.
+fn slot_range(i: u64) -> (u64, u64) {
+    let start = 0x10_0000_0000 + i * 2 * MIB;
+    // Lengths shrink with i, so later inserts rebuild the index under readers.
+    let len = (MIB >> (i % 9)).max(4096) - (i % 3) * 7;
+    (start, len)
+}
+
+const SLOTS: u64 = 24;
+
+fn check_remote(t: &Table<&[AtomicU64]>, peer: u32, addr: u64, len: u64) {
+    match t.relocate(peer, addr, len) {
+        Ok(p) => {
+            assert_eq!(
+                p,
+                local_of(peer, addr),
+                "torn or wrong answer for {addr:#x}"
+            );
+            let i = (addr - 0x10_0000_0000) / (2 * MIB);
+            let (s, l) = slot_range(i);
+            assert!(
+                addr >= s && addr - s < l && len <= l - (addr - s),
+                "{addr:#x}+{len}"
+            );
+        }
+        Err(Error::NotFound) | Err(Error::OutOfBounds) => {}
+        Err(e) => panic!("unexpected {e:?}"),
+    }
+}
+
+#[test]
+fn concurrent_readers_and_writer() {
+    let (writer_ops, reader_min) = if cfg!(miri) { (40, 30) } else { (4000, 20_000) };
+    let c = cfg(SLOTS as u32, 2, 2 * SLOTS as u32, 512);
+    let words = storage(&c);
+    let t = Table::new(c, &words[..]).unwrap();
+    let done = AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        for r in 0..2u64 {
+            let (t, done) = (&t, &done);
+            sc.spawn(move || {
+                let mut rng = StdRng::seed_from_u64(100 + r);
+                let mut n = 0u64;
+                while n < reader_min || !done.load(Ordering::Relaxed) {
+                    n += 1;
+                    let i = rng.random_range(0..SLOTS);
+                    let (s, l) = slot_range(i);
+                    let addr = s + rng.random_range(0..2 * l);
+                    let len = rng.random_range(0..l + 2);
+                    check_remote(t, (n % 2) as u32, addr, len);
+                    // Segments: slot i's segment id is i, base = remote start.
+                    match t.resolve(i as u32, addr - s, len) {
+                        Ok(p) => {
+                            assert_eq!(p as u64, addr);
+                            assert!(addr - s < l && len <= l - (addr - s));
+                        }
+                        Err(Error::NotFound) | Err(Error::OutOfBounds) => {}
+                        Err(e) => panic!("unexpected {e:?}"),
+                    }
+                    match t.locate(addr as usize) {
+                        Ok((id, off)) => assert_eq!((id as u64, off), (i, addr - s)),
+                        Err(Error::NotFound) => {}
+                        Err(e) => panic!("unexpected {e:?}"),
+                    }
+                }
+            });
+        }
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut live = [[false; SLOTS as usize]; 3];
+        for _ in 0..writer_ops {
+            let space = rng.random_range(0..3usize);
+            let i = rng.random_range(0..SLOTS);
+            let (s, l) = slot_range(i);
+            let res = match (space, live[space][i as usize]) {
+                (0, false) => t.insert_segment(i as u32, s as usize, l),
+                (0, true) => t.remove_segment(i as u32),
+                (p, false) => t.insert_remote(p as u32 - 1, s, l, local_of(p as u32 - 1, s)),
+                (p, true) => t.remove_remote(p as u32 - 1, s),
+            };
+            res.unwrap();
+            live[space][i as usize] ^= true;
+        }
+        done.store(true, Ordering::Relaxed);
+        // Final state is exact.
+        for i in 0..SLOTS {
+            let (s, l) = slot_range(i);
+            for p in 0..2u32 {
+                let want = if live[p as usize + 1][i as usize] {
+                    Ok(local_of(p, s + l - 1))
+                } else {
+                    Err(Error::NotFound)
+                };
+                assert_eq!(t.relocate(p, s + l - 1, 1), want);
+            }
+        }
+    });
+}
