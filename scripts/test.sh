@@ -14,8 +14,13 @@ passed=0; failed=0; failed_steps=()
 shm_snapshot() { ls /dev/shm 2>/dev/null | grep -E '^(mcshm|mooncake)' | sort || true; }
 before_shm=$(shm_snapshot)
 
+# MCSHM_TEST_ONLY=REGEX runs only the steps whose name matches (for local iteration; CI runs all).
+skipped=0
 step() {
   local name=$1; shift
+  if [ -n "${MCSHM_TEST_ONLY:-}" ] && ! grep -qE -- "$MCSHM_TEST_ONLY" <<<"$name"; then
+    skipped=$((skipped + 1)); return 0
+  fi
   echo
   echo "=== $name"
   local t0=$SECONDS
@@ -36,6 +41,9 @@ step "no_std core builds for x86_64-unknown-none" \
 step "os layers build without std" cargo build --quiet --lib --no-default-features --features os
 step "cargo test (all features)" cargo test --all-features
 step "miri: arena and table" cargo +nightly miri test --lib -- arena:: table::
+step "loom: table publish/read protocol" \
+  env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$ROOT/target/loom" cargo test --quiet --release --test loom_table
+step "fuzz targets, ${MCSHM_FUZZ_SECONDS:-15} s each" ./scripts/fuzz.sh "${MCSHM_FUZZ_SECONDS:-15}"
 step "criterion benches compile (with the C++ baseline)" cargo bench --no-run --quiet --features bench-baseline
 
 # --- C / C++ (CMake, GoogleTest) ---
@@ -70,5 +78,9 @@ step "no shared-memory object left behind" no_shm_leak
 
 echo
 [ "$failed" -eq 0 ] || printf 'failed steps:\n%s\n' "$(printf '  %s\n' "${failed_steps[@]}")"
-echo "test.sh: $passed passed, $failed failed"
+if [ "$skipped" -gt 0 ]; then
+  echo "test.sh: $passed passed, $failed failed, $skipped skipped"
+else
+  echo "test.sh: $passed passed, $failed failed"
+fi
 [ "$failed" -eq 0 ]
