@@ -83,6 +83,9 @@ thread_local! {
 }
 
 /// The result code of an [`Error`]; remembers the errno of `Error::Os`.
+/// Out of line and cold: errors are the slow path of every entry point.
+#[cold]
+#[inline(never)]
 fn code_of(err: Error) -> i32 {
     match err {
         Error::ZeroSize => MCSHM_ERR_ZERO_SIZE,
@@ -191,6 +194,37 @@ fn check_out<T>(p: *mut T) -> Result<(), ArgError> {
     } else {
         Ok(())
     }
+}
+
+/// The code for a handle `t` and an out-parameter `out` of which at least
+/// one is NULL or misaligned, `t` first (the order `arg_ref(t)` then
+/// `check_out(out)` reports them in).
+#[cold]
+#[inline(never)]
+fn bad_handle_or_out(t: usize, out: usize, align: usize) -> i32 {
+    let bad = |p: usize, a: usize| {
+        if p == 0 {
+            MCSHM_ERR_NULL_ARGUMENT
+        } else if p % a != 0 {
+            MCSHM_ERR_INVALID_ARGUMENT
+        } else {
+            MCSHM_OK
+        }
+    };
+    match bad(t, core::mem::align_of::<mcshm_table>()) {
+        MCSHM_OK => bad(out, align),
+        code => code,
+    }
+}
+
+/// `true` iff the table handle `t` and the out-parameter `out` are both
+/// non-null and aligned: the one branch the lookups' fast path takes.
+#[inline(always)]
+fn handle_and_out_ok<O>(t: *const mcshm_table, out: *mut O) -> bool {
+    let (t, o) = (t.addr(), out.addr());
+    let mis =
+        (t & (core::mem::align_of::<mcshm_table>() - 1)) | (o & (core::mem::align_of::<O>() - 1));
+    (t != 0) & (o != 0) & (mis == 0)
 }
 
 /// Reads a NUL-terminated UTF-8 string argument.
@@ -798,12 +832,18 @@ pub unsafe extern "C" fn mcshm_table_resolve(
     len: u64,
     out: *mut *mut c_void,
 ) -> i32 {
+    if !handle_and_out_ok(t, out) {
+        return bad_handle_or_out(t.addr(), out.addr(), core::mem::align_of::<*mut c_void>());
+    }
+    // The table's read path has no panicking operation (every index is
+    // checked or an invariant, all arithmetic is checked or wrapping); the
+    // guard stays as the safety net and costs nothing on the way through.
     guard(|| {
-        // SAFETY: per the function's contract.
-        let t = unsafe { arg_ref(t)? };
+        // SAFETY: non-null and aligned (checked above); live per the contract.
+        let t = unsafe { &*t };
         let addr = t.table.resolve(id, offset, len)?;
-        // SAFETY: per the function's contract.
-        unsafe { put(out, core::ptr::with_exposed_provenance_mut(addr))? };
+        // SAFETY: non-null and aligned (checked above); writable per the contract.
+        unsafe { out.write(core::ptr::with_exposed_provenance_mut(addr)) };
         Ok(())
     })
 }
@@ -886,12 +926,16 @@ pub unsafe extern "C" fn mcshm_table_relocate(
     len: u64,
     out: *mut *mut c_void,
 ) -> i32 {
+    if !handle_and_out_ok(t, out) {
+        return bad_handle_or_out(t.addr(), out.addr(), core::mem::align_of::<*mut c_void>());
+    }
+    // As in `mcshm_table_resolve`: no panic on the read path, guard kept.
     guard(|| {
-        // SAFETY: per the function's contract.
-        let t = unsafe { arg_ref(t)? };
+        // SAFETY: non-null and aligned (checked above); live per the contract.
+        let t = unsafe { &*t };
         let addr = t.table.relocate(peer, remote_addr, len)?;
-        // SAFETY: per the function's contract.
-        unsafe { put(out, core::ptr::with_exposed_provenance_mut(addr))? };
+        // SAFETY: non-null and aligned (checked above); writable per the contract.
+        unsafe { out.write(core::ptr::with_exposed_provenance_mut(addr)) };
         Ok(())
     })
 }
