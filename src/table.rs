@@ -459,7 +459,7 @@ impl<S: TableStorage> Table<S> {
             return Err(Error::InvalidArgument);
         }
         // SAFETY: segment slots are records `0..max_segments`.
-        let Some((_, start, seg_len, _)) = (unsafe { self.read_raw(id as usize) }) else {
+        let Some((start, seg_len)) = (unsafe { self.read_span(id as usize) }) else {
             return Err(Error::NotFound);
         };
         if offset >= seg_len || len > seg_len - offset {
@@ -625,6 +625,28 @@ impl<S: TableStorage> Table<S> {
         Some((s1, start, len, value))
     }
 
+    /// [`Self::read_raw`] without the `value` word (segment slots have none):
+    /// `(start, len)`.
+    ///
+    /// # Safety
+    /// `idx < max_segments + max_ranges`.
+    #[inline(always)]
+    unsafe fn read_span(&self, idx: usize) -> Option<(u64, u64)> {
+        debug_assert!(idx < self.lay.n_records);
+        let at = self.lay.records + idx * REC_WORDS;
+        // SAFETY: as in `read_raw`.
+        let w = |f: usize| unsafe { self.word(at + f) };
+        let s1 = w(R_SEQ).load(Acquire);
+        let start = w(R_START).load(Relaxed);
+        let len = w(R_LEN).load(Relaxed);
+        fence(Acquire);
+        let s2 = w(R_SEQ).load(Relaxed);
+        if s1 != s2 || s1 & 1 != 0 {
+            return None;
+        }
+        Some((start, len))
+    }
+
     /// Seqlock read of record `idx`; `None` if free or being written.
     #[inline(always)]
     fn read_record(&self, idx: usize) -> Option<Snap> {
@@ -659,7 +681,8 @@ impl<S: TableStorage> Table<S> {
         debug_assert!(space <= self.cfg.max_peers as usize);
         // SAFETY: `space <= max_peers` (callers check the peer), and the
         // root region holds `1 + max_peers` words.
-        let root = unsafe { self.word(self.lay.roots + space) }.load(Acquire);
+        debug_assert_eq!(self.lay.roots, HEADER_WORDS);
+        let root = unsafe { self.word(HEADER_WORDS + space) }.load(Acquire);
         let max_nodes = self.cfg.max_nodes as usize;
         // `root == 0` (empty space) wraps to `usize::MAX` and fails the check.
         let mut node = ((root >> 16) as usize).wrapping_sub(1);
@@ -692,7 +715,8 @@ impl<S: TableStorage> Table<S> {
     #[inline(always)]
     fn match_leaf(&self, space: usize, addr: u64, leaf: u64) -> Option<Snap> {
         for r in [leaf as u32, (leaf >> 32) as u32] {
-            let idx = r.wrapping_sub(1) as usize;
+            // `r == 0` (empty) wraps to `usize::MAX` and fails the check.
+            let idx = (r as usize).wrapping_sub(1);
             if idx >= self.lay.n_records {
                 continue;
             }
@@ -700,8 +724,11 @@ impl<S: TableStorage> Table<S> {
             let Some((seq, start, len, value)) = (unsafe { self.read_raw(idx) }) else {
                 continue;
             };
+            if (seq >> 32) as usize != space {
+                continue;
+            }
             // `len == 0` (free) fails the range check.
-            if (seq >> 32) as usize == space && addr.wrapping_sub(start) < len {
+            if addr.wrapping_sub(start) < len {
                 return Some(Snap {
                     idx,
                     start,
