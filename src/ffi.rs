@@ -18,6 +18,7 @@ use crate::sys::AnonMap;
 use crate::table::{Table, TableConfig};
 use crate::Error;
 use core::ffi::{c_char, c_void, CStr};
+use core::mem::align_of;
 use core::sync::atomic::AtomicU64;
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -83,6 +84,9 @@ thread_local! {
 }
 
 /// The result code of an [`Error`]; remembers the errno of `Error::Os`.
+/// Out of line and cold: errors are the slow path of every entry point.
+#[cold]
+#[inline(never)]
 fn code_of(err: Error) -> i32 {
     match err {
         Error::ZeroSize => MCSHM_ERR_ZERO_SIZE,
@@ -191,6 +195,54 @@ fn check_out<T>(p: *mut T) -> Result<(), ArgError> {
     } else {
         Ok(())
     }
+}
+
+/// The code for pointer arguments `(address, alignment)` of which at least
+/// one is NULL or misaligned: the first bad one in `args` order decides.
+#[cold]
+#[inline(never)]
+fn bad_pointer(args: &[(usize, usize)]) -> i32 {
+    for &(p, align) in args {
+        if p == 0 {
+            return MCSHM_ERR_NULL_ARGUMENT;
+        }
+        if p % align != 0 {
+            return MCSHM_ERR_INVALID_ARGUMENT;
+        }
+    }
+    MCSHM_ERR_INVALID_ARGUMENT
+}
+
+/// `true` iff the table handle `t` and the out-parameter `out` are both
+/// non-null and aligned: the one branch the lookups' fast path takes.
+#[inline(always)]
+fn handle_and_out_ok<O>(t: *const mcshm_table, out: *mut O) -> bool {
+    let (t, o) = (t.addr(), out.addr());
+    let mis = (t & (align_of::<mcshm_table>() - 1)) | (o & (align_of::<O>() - 1));
+    (t != 0) & (o != 0) & (mis == 0)
+}
+
+/// The code for a failed [`handle_and_out_ok`]: `t` is reported first.
+/// Out of line, so the fast path sets up no stack frame for it.
+#[cold]
+#[inline(never)]
+fn bad_handle_or_out<O>(t: *const mcshm_table, out: *mut O) -> i32 {
+    bad_pointer(&[
+        (t.addr(), align_of::<mcshm_table>()),
+        (out.addr(), align_of::<O>()),
+    ])
+}
+
+/// The code for bad pointer arguments of `mcshm_table_locate`: the
+/// out-parameters are checked (and reported) before the handle.
+#[cold]
+#[inline(never)]
+fn bad_locate_args(t: *const mcshm_table, out_id: *mut u32, out_offset: *mut u64) -> i32 {
+    bad_pointer(&[
+        (out_id.addr(), align_of::<u32>()),
+        (out_offset.addr(), align_of::<u64>()),
+        (t.addr(), align_of::<mcshm_table>()),
+    ])
 }
 
 /// Reads a NUL-terminated UTF-8 string argument.
@@ -798,12 +850,18 @@ pub unsafe extern "C" fn mcshm_table_resolve(
     len: u64,
     out: *mut *mut c_void,
 ) -> i32 {
+    if !handle_and_out_ok(t, out) {
+        return bad_handle_or_out(t, out);
+    }
+    // The table's read path has no panicking operation (every index is
+    // checked or an invariant, all arithmetic is checked or wrapping); the
+    // guard stays as the safety net and costs nothing on the way through.
     guard(|| {
-        // SAFETY: per the function's contract.
-        let t = unsafe { arg_ref(t)? };
+        // SAFETY: non-null and aligned (checked above); live per the contract.
+        let t = unsafe { &*t };
         let addr = t.table.resolve(id, offset, len)?;
-        // SAFETY: per the function's contract.
-        unsafe { put(out, core::ptr::with_exposed_provenance_mut(addr))? };
+        // SAFETY: non-null and aligned (checked above); writable per the contract.
+        unsafe { out.write(core::ptr::with_exposed_provenance_mut(addr)) };
         Ok(())
     })
 }
@@ -819,13 +877,17 @@ pub unsafe extern "C" fn mcshm_table_locate(
     out_id: *mut u32,
     out_offset: *mut u64,
 ) -> i32 {
+    let i = out_id.addr();
+    if !(handle_and_out_ok(t, out_offset) & (i != 0) & (i % align_of::<u32>() == 0)) {
+        return bad_locate_args(t, out_id, out_offset);
+    }
+    // As in `mcshm_table_resolve`: no panic on the read path, guard kept.
     guard(|| {
-        check_out(out_id)?;
-        check_out(out_offset)?;
-        // SAFETY: per the function's contract.
-        let t = unsafe { arg_ref(t)? };
+        // SAFETY: non-null and aligned (checked above); live per the contract.
+        let t = unsafe { &*t };
         let (id, off) = t.table.locate(ptr.addr())?;
-        // SAFETY: both checked at entry.
+        // SAFETY: both non-null and aligned (checked above); writable per
+        // the contract.
         unsafe {
             out_id.write(id);
             out_offset.write(off);
@@ -886,12 +948,16 @@ pub unsafe extern "C" fn mcshm_table_relocate(
     len: u64,
     out: *mut *mut c_void,
 ) -> i32 {
+    if !handle_and_out_ok(t, out) {
+        return bad_handle_or_out(t, out);
+    }
+    // As in `mcshm_table_resolve`: no panic on the read path, guard kept.
     guard(|| {
-        // SAFETY: per the function's contract.
-        let t = unsafe { arg_ref(t)? };
+        // SAFETY: non-null and aligned (checked above); live per the contract.
+        let t = unsafe { &*t };
         let addr = t.table.relocate(peer, remote_addr, len)?;
-        // SAFETY: per the function's contract.
-        unsafe { put(out, core::ptr::with_exposed_provenance_mut(addr))? };
+        // SAFETY: non-null and aligned (checked above); writable per the contract.
+        unsafe { out.write(core::ptr::with_exposed_provenance_mut(addr)) };
         Ok(())
     })
 }

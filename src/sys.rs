@@ -773,3 +773,6 @@ impl core::fmt::Debug for Dir {
 // SAFETY: an `AnonMap` derefs to its one private mapping with its fixed
 // length on every call, and nothing but the owner's borrows writes to it.
 unsafe impl crate::arena::ArenaStorage for AnonMap<crate::arena::ArenaSlot> {}
+
+// SAFETY: as above: one mapping, one fixed length, on every call.
+unsafe impl crate::table::TableStorage for AnonMap<core::sync::atomic::AtomicU64> {}

@@ -139,6 +139,27 @@ const R_VALUE: usize = 3;
 
 const LOCAL_SPACE: usize = 0;
 
+/// Storage a [`Table`] can live in: a slice of `AtomicU64` behind `Deref`.
+///
+/// # Safety
+/// Every `deref` call must return a slice of the same length over the same
+/// memory. The table checks that length once, in [`Table::new`], and then
+/// reads words whose indices follow from its configuration (and from index
+/// words it bounds-checks against the configuration) without bounds checks.
+pub unsafe trait TableStorage: Deref<Target = [AtomicU64]> {}
+
+// SAFETY: a shared slice reborrows the same memory every time.
+unsafe impl TableStorage for &[AtomicU64] {}
+
+// SAFETY: the table only ever has `&` access to the vector, which therefore
+// never reallocates: every deref returns its one buffer with its one length.
+#[cfg(feature = "std")]
+unsafe impl TableStorage for std::vec::Vec<AtomicU64> {}
+
+// SAFETY: a boxed slice cannot change its buffer or length at all.
+#[cfg(feature = "std")]
+unsafe impl TableStorage for std::boxed::Box<[AtomicU64]> {}
+
 /// Capacities of a [`Table`]; storage is sized from them by [`Table::words_for`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableConfig {
@@ -190,6 +211,8 @@ pub struct TableStats {
 /// Word offsets of the regions inside the storage.
 #[derive(Debug, Clone, Copy)]
 struct Layout {
+    /// Number of records (segment slots and range records).
+    n_records: usize,
     roots: usize,
     records: usize,
     nodes: usize,
@@ -222,6 +245,7 @@ impl Layout {
         let node_words = tri!((cfg.max_nodes as usize).checked_mul(NODE_WORDS));
         let total = tri!(nodes.checked_add(node_words));
         Some(Layout {
+            n_records: records_n as usize,
             roots,
             records,
             nodes,
@@ -234,7 +258,6 @@ impl Layout {
 #[derive(Debug, Clone, Copy)]
 struct Snap {
     idx: usize,
-    tag: u32,
     start: u64,
     len: u64,
     value: u64,
@@ -283,13 +306,13 @@ fn granule_for(fp: u64) -> u32 {
 ///
 /// `Send`/`Sync` whenever the storage handle `S` is. See the module
 /// documentation for the layout and the lock-free read protocol.
-pub struct Table<S: Deref<Target = [AtomicU64]>> {
+pub struct Table<S: TableStorage> {
     storage: S,
     cfg: TableConfig,
     lay: Layout,
 }
 
-impl<S: Deref<Target = [AtomicU64]>> core::fmt::Debug for Table<S> {
+impl<S: TableStorage> core::fmt::Debug for Table<S> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Table")
             .field("cfg", &self.cfg)
@@ -298,7 +321,7 @@ impl<S: Deref<Target = [AtomicU64]>> core::fmt::Debug for Table<S> {
     }
 }
 
-impl<S: Deref<Target = [AtomicU64]>> Table<S> {
+impl<S: TableStorage> Table<S> {
     /// Number of `AtomicU64` words of storage a table with `cfg` needs.
     ///
     /// Returns 0 when the configuration is invalid (more than `u32::MAX - 1`
@@ -435,11 +458,18 @@ impl<S: Deref<Target = [AtomicU64]>> Table<S> {
         if id >= self.cfg.max_segments {
             return Err(Error::InvalidArgument);
         }
-        let s = self.read_record(id as usize).ok_or(Error::NotFound)?;
-        if offset >= s.len || len > s.len - offset {
-            return Err(Error::OutOfBounds);
+        // SAFETY: segment slots are records `0..max_segments`.
+        let Some((start, seg_len)) = (unsafe { self.read_span(id as usize) }) else {
+            return Err(Error::NotFound);
+        };
+        if offset >= seg_len || len > seg_len - offset {
+            return Err(if seg_len == 0 {
+                Error::NotFound
+            } else {
+                Error::OutOfBounds
+            });
         }
-        Ok((s.start + offset) as usize)
+        Ok(start.wrapping_add(offset) as usize)
     }
 
     /// Finds the segment containing the local address `addr` and returns
@@ -450,7 +480,7 @@ impl<S: Deref<Target = [AtomicU64]>> Table<S> {
     pub fn locate(&self, addr: usize) -> Result<(u32, u64)> {
         let addr = addr as u64;
         let s = self.lookup(LOCAL_SPACE, addr).ok_or(Error::NotFound)?;
-        Ok((s.idx as u32, addr - s.start))
+        Ok((s.idx as u32, addr.wrapping_sub(s.start)))
     }
 
     // ------------------------------------------------------------------
@@ -531,11 +561,12 @@ impl<S: Deref<Target = [AtomicU64]>> Table<S> {
         let s = self
             .lookup(peer as usize + 1, remote_addr)
             .ok_or(Error::NotFound)?;
-        let off = remote_addr - s.start;
+        // `lookup` guarantees `off < s.len`.
+        let off = remote_addr.wrapping_sub(s.start);
         if len > s.len - off {
             return Err(Error::OutOfBounds);
         }
-        Ok((s.value + off) as usize)
+        Ok(s.value.wrapping_add(off) as usize)
     }
 
     // ------------------------------------------------------------------
@@ -557,23 +588,78 @@ impl<S: Deref<Target = [AtomicU64]>> Table<S> {
         &self.storage[self.lay.nodes + node * NODE_WORDS + slot]
     }
 
+    /// Word `i` of the storage, without a bounds check.
+    ///
+    /// # Safety
+    /// `i < self.lay.total`.
+    #[inline(always)]
+    unsafe fn word(&self, i: usize) -> &AtomicU64 {
+        debug_assert!(i < self.lay.total);
+        // SAFETY: `i < lay.total <= storage.len()`: `new` checked the length
+        // and `TableStorage` keeps it.
+        unsafe { self.storage.get_unchecked(i) }
+    }
+
+    /// Seqlock read of record `idx`: `(seq, start, len, value)`, or `None`
+    /// if it is being written (odd or changed `seq`). A free record
+    /// (`len == 0`) is returned as is; callers' range checks reject it.
+    ///
+    /// # Safety
+    /// `idx < max_segments + max_ranges`.
+    #[inline(always)]
+    unsafe fn read_raw(&self, idx: usize) -> Option<(u64, u64, u64, u64)> {
+        debug_assert!(idx < self.lay.n_records);
+        let at = self.lay.records + idx * REC_WORDS;
+        // SAFETY: the record region holds `n_records` records, so
+        // `at + REC_WORDS <= lay.nodes <= lay.total`.
+        let w = |f: usize| unsafe { self.word(at + f) };
+        let s1 = w(R_SEQ).load(Acquire);
+        let start = w(R_START).load(Relaxed);
+        let len = w(R_LEN).load(Relaxed);
+        let value = w(R_VALUE).load(Relaxed);
+        fence(Acquire);
+        let s2 = w(R_SEQ).load(Relaxed);
+        if s1 != s2 || s1 & 1 != 0 {
+            return None;
+        }
+        Some((s1, start, len, value))
+    }
+
+    /// [`Self::read_raw`] without the `value` word (segment slots have none):
+    /// `(start, len)`.
+    ///
+    /// # Safety
+    /// `idx < max_segments + max_ranges`.
+    #[inline(always)]
+    unsafe fn read_span(&self, idx: usize) -> Option<(u64, u64)> {
+        debug_assert!(idx < self.lay.n_records);
+        let at = self.lay.records + idx * REC_WORDS;
+        // SAFETY: as in `read_raw`.
+        let w = |f: usize| unsafe { self.word(at + f) };
+        let s1 = w(R_SEQ).load(Acquire);
+        let start = w(R_START).load(Relaxed);
+        let len = w(R_LEN).load(Relaxed);
+        fence(Acquire);
+        let s2 = w(R_SEQ).load(Relaxed);
+        if s1 != s2 || s1 & 1 != 0 {
+            return None;
+        }
+        Some((start, len))
+    }
+
     /// Seqlock read of record `idx`; `None` if free or being written.
     #[inline(always)]
     fn read_record(&self, idx: usize) -> Option<Snap> {
-        let at = self.lay.records + idx * REC_WORDS;
-        let r = &self.storage[at..at + REC_WORDS];
-        let s1 = r[R_SEQ].load(Acquire);
-        let start = r[R_START].load(Relaxed);
-        let len = r[R_LEN].load(Relaxed);
-        let value = r[R_VALUE].load(Relaxed);
-        fence(Acquire);
-        let s2 = r[R_SEQ].load(Relaxed);
-        if s1 != s2 || s1 & 1 != 0 || len == 0 {
+        if idx >= self.lay.n_records {
+            return None;
+        }
+        // SAFETY: `idx < n_records` checked above.
+        let (_, start, len, value) = unsafe { self.read_raw(idx)? };
+        if len == 0 {
             return None;
         }
         Some(Snap {
             idx,
-            tag: (s1 >> 32) as u32,
             start,
             len,
             value,
@@ -581,37 +667,74 @@ impl<S: Deref<Target = [AtomicU64]>> Table<S> {
     }
 
     /// The record of `space` whose range contains `addr`, if any.
+    ///
+    /// Index words are data, not invariants (a `&[AtomicU64]` storage may be
+    /// scribbled on by its owner), so every node and record reference read
+    /// from them is range checked before use; a bad one is a miss. Zero
+    /// (empty) references fail the same check, as `ref - 1` wraps.
+    ///
+    /// Addresses at or above `2^48` need no separate check: every slot index
+    /// is masked into its node, and every live range ends at or below `2^48`
+    /// (`footprint_end`), so the final range check rejects them.
     #[inline(always)]
     fn lookup(&self, space: usize, addr: u64) -> Option<Snap> {
-        let root = self.storage[self.lay.roots + space].load(Acquire);
-        if root == 0 || addr >= ADDR_LIMIT {
+        debug_assert!(space <= self.cfg.max_peers as usize);
+        // SAFETY: `space <= max_peers` (callers check the peer), and the
+        // root region holds `1 + max_peers` words.
+        debug_assert_eq!(self.lay.roots, HEADER_WORDS);
+        let root = unsafe { self.word(HEADER_WORDS + space) }.load(Acquire);
+        let max_nodes = self.cfg.max_nodes as usize;
+        // `root == 0` (empty space) wraps to `usize::MAX` and fails the check.
+        let mut node = ((root >> 16) as usize).wrapping_sub(1);
+        if node >= max_nodes {
             return None;
         }
-        let g = (root & 0xff) as u32;
-        let mut node = (root >> 16) as usize - 1;
-        let key = addr >> g;
+        let key = addr >> (root & 0x3f);
         // The root word carries the top level's key shift: no division here.
-        let mut shift = ((root >> 8) & 0xff) as u32;
-        while shift > 0 {
-            let e = self
-                .node_word(node, ((key >> shift) & SLOT_MASK) as usize)
-                .load(Acquire);
-            if e == 0 {
+        let mut shift = ((root >> 8) & 0x3f) as u32;
+        loop {
+            let slot = (key.wrapping_shr(shift) & SLOT_MASK) as usize;
+            // SAFETY: `node < max_nodes` and `slot < NODE_WORDS`, inside the
+            // node region.
+            let e = unsafe { self.word(self.lay.nodes + node * NODE_WORDS + slot) }.load(Acquire);
+            // A well-formed tree ends at shift 0; `< LEVEL_BITS` also ends a
+            // walk over a corrupted root word (at most 6 levels: shift < 64).
+            if shift < LEVEL_BITS {
+                return self.match_leaf(space, addr, e);
+            }
+            node = (e as usize).wrapping_sub(1);
+            if node >= max_nodes {
                 return None;
             }
-            node = e as usize - 1;
             shift -= LEVEL_BITS;
         }
-        let leaf = self
-            .node_word(node, (key & SLOT_MASK) as usize)
-            .load(Acquire);
+    }
+
+    /// The record referenced from leaf entry `leaf` that belongs to `space`
+    /// and contains `addr`.
+    #[inline(always)]
+    fn match_leaf(&self, space: usize, addr: u64, leaf: u64) -> Option<Snap> {
         for r in [leaf as u32, (leaf >> 32) as u32] {
-            if r != 0 {
-                if let Some(s) = self.read_record(r as usize - 1) {
-                    if s.tag as usize == space && addr.wrapping_sub(s.start) < s.len {
-                        return Some(s);
-                    }
-                }
+            // `r == 0` (empty) wraps to `usize::MAX` and fails the check.
+            let idx = (r as usize).wrapping_sub(1);
+            if idx >= self.lay.n_records {
+                continue;
+            }
+            // SAFETY: `idx < n_records` checked above.
+            let Some((seq, start, len, value)) = (unsafe { self.read_raw(idx) }) else {
+                continue;
+            };
+            if (seq >> 32) as usize != space {
+                continue;
+            }
+            // `len == 0` (free) fails the range check.
+            if addr.wrapping_sub(start) < len {
+                return Some(Snap {
+                    idx,
+                    start,
+                    len,
+                    value,
+                });
             }
         }
         None
