@@ -21,7 +21,8 @@ else()
   set(_mcshm_cargo_profile_dir "debug")
 endif()
 
-set(MOONCAKE_SHM_CARGO_TARGET_DIR "${CMAKE_CURRENT_BINARY_DIR}/cargo")
+set(MOONCAKE_SHM_CARGO_TARGET_DIR "${CMAKE_CURRENT_BINARY_DIR}/cargo" CACHE PATH
+    "Cargo target directory for the Rust staticlib (share one between build trees to build it once)")
 set(MOONCAKE_SHM_STATICLIB
     "${MOONCAKE_SHM_CARGO_TARGET_DIR}/${_mcshm_cargo_profile_dir}/libmooncake_shm.a")
 

@@ -50,7 +50,8 @@ step "criterion benches compile (with the C++ baseline)" cargo bench --no-run --
 cxx_suite() { # $1 = C++ standard, $2 = build dir, rest = extra cmake args
   local std=$1 dir=$2; shift 2
   cmake -S "$ROOT" -B "$dir" -DBUILD_UNIT_TESTS=ON -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_CXX_STANDARD="$std" -DCMAKE_CXX_FLAGS="-Werror" "$@" >"$dir.configure.log" 2>&1 \
+    -DCMAKE_CXX_STANDARD="$std" -DCMAKE_CXX_FLAGS="-Werror" \
+    -DMOONCAKE_SHM_CARGO_TARGET_DIR="$BUILD/cargo" "$@" >"$dir.configure.log" 2>&1 \
     || { cat "$dir.configure.log"; return 1; }
   cmake --build "$dir" -j "$JOBS" || return 1
   ctest --test-dir "$dir" --output-on-failure -j "$JOBS"
@@ -59,7 +60,8 @@ mkdir -p "$BUILD"
 step "C++17 build + ctest" cxx_suite 17 "$BUILD/cxx17"
 step "C++20 build + ctest" cxx_suite 20 "$BUILD/cxx20"
 step "ASan+UBSan build + ctest" cxx_suite 17 "$BUILD/asan" -DENABLE_ASAN=ON -DCMAKE_BUILD_TYPE=Debug
-step "consumer project (add_subdirectory as benchmark/shm)" tests/consumer/run.sh
+step "consumer project (add_subdirectory as benchmark/shm)" \
+  env MOONCAKE_SHM_CARGO_TARGET_DIR="$BUILD/cargo" tests/consumer/run.sh
 
 bench_smoke() {
   local dir=$BUILD/cxx17/benchmark/shm

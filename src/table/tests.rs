@@ -15,6 +15,11 @@ fn storage(cfg: &TableConfig) -> Vec<AtomicU64> {
         .collect()
 }
 
+/// Miri builds the table with 64-entry nodes (`LEVEL_BITS` = 6, so it can
+/// interpret them quickly), which makes trees twice as deep: tests that are
+/// not about node exhaustion give it proportionally more nodes.
+const MIRI_NODES: u32 = if cfg!(miri) { 4 } else { 1 };
+
 fn cfg(segments: u32, peers: u32, ranges: u32, nodes: u32) -> TableConfig {
     TableConfig::new(segments, peers, ranges, nodes)
 }
@@ -63,7 +68,7 @@ fn config_and_storage_errors() {
 
 #[test]
 fn new_reinitializes_garbage() {
-    let c = cfg(4, 2, 8, 8);
+    let c = cfg(4, 2, 8, 8 * MIRI_NODES);
     let words = storage(&c);
     for (i, w) in words.iter().enumerate() {
         w.store(0xdead_beef_0000 + i as u64, Relaxed);
@@ -137,7 +142,7 @@ fn segment_errors() {
 
 #[test]
 fn resolve_and_locate_bounds() {
-    let c = cfg(8, 1, 4, 16);
+    let c = cfg(8, 1, 4, 16 * MIRI_NODES);
     let words = storage(&c);
     let t = Table::new(c, &words[..]).unwrap();
     let base = 0x7f00_0000_0000usize;
@@ -180,7 +185,7 @@ fn resolve_and_locate_bounds() {
 
 #[test]
 fn remote_errors() {
-    let c = cfg(1, 2, 3, 16);
+    let c = cfg(1, 2, 3, 16 * MIRI_NODES);
     let words = storage(&c);
     let t = Table::new(c, &words[..]).unwrap();
     let e = Err(Error::InvalidArgument);
@@ -230,7 +235,7 @@ fn remote_errors() {
 
 #[test]
 fn relocate_bounds_and_top_of_space() {
-    let c = cfg(1, 1, 4, 16);
+    let c = cfg(1, 1, 4, 16 * MIRI_NODES);
     let words = storage(&c);
     let t = Table::new(c, &words[..]).unwrap();
     let (rb, len, lb) = (0x5555_0000_0000u64, 5 * 4096 + 7, 0x2000_0000usize);
@@ -264,7 +269,7 @@ fn relocate_bounds_and_top_of_space() {
 
 #[test]
 fn granule_rebuild() {
-    let c = cfg(8, 1, 16, 64);
+    let c = cfg(8, 1, 16, 64 * MIRI_NODES);
     let words = storage(&c);
     let t = Table::new(c, &words[..]).unwrap();
     let base = 0x10_0000_0000u64;
@@ -307,7 +312,7 @@ fn granule_rebuild() {
     assert_eq!(t.locate(small as usize + 100), Err(Error::NotFound));
     // Granules between 4 KiB and 64 MiB: a 1 MiB + 1 byte range gives 1 MiB.
     let mid = base + 10 * 64 * MIB;
-    let c2 = cfg(1, 1, 4, 64);
+    let c2 = cfg(1, 1, 4, 64 * MIRI_NODES);
     let w2 = storage(&c2);
     let t2 = Table::new(c2, &w2[..]).unwrap();
     t2.insert_remote(0, mid, 64 * MIB, local_of(0, mid))
@@ -392,7 +397,7 @@ fn node_exhaustion() {
 
 #[test]
 fn removed_ranges_free_their_index_entries() {
-    let c = cfg(4, 2, 8, 16);
+    let c = cfg(4, 2, 8, 16 * MIRI_NODES);
     let words = storage(&c);
     let t = Table::new(c, &words[..]).unwrap();
     for round in 0..20u64 {
@@ -470,7 +475,7 @@ fn random_len(rng: &mut StdRng) -> u64 {
 fn model_run(seed: u64, ops: usize) {
     let mut rng = StdRng::seed_from_u64(seed);
     let (segs, peers) = (8u32, 3u32);
-    let c = cfg(segs, peers, 64, 200);
+    let c = cfg(segs, peers, 64, 200 * MIRI_NODES);
     let words = storage(&c);
     let t = Table::new(c, &words[..]).unwrap();
     let mut model: Vec<Range> = Vec::new();

@@ -68,7 +68,8 @@ CMAKE
 
 build="$tmp/build"
 echo "== configure ($parent)"
-cmake -S "$parent" -B "$build" -DBUILD_UNIT_TESTS=OFF -DCMAKE_BUILD_TYPE="$build_type"
+cmake -S "$parent" -B "$build" -DBUILD_UNIT_TESTS=OFF -DCMAKE_BUILD_TYPE="$build_type" \
+    ${MOONCAKE_SHM_CARGO_TARGET_DIR:+-DMOONCAKE_SHM_CARGO_TARGET_DIR="$MOONCAKE_SHM_CARGO_TARGET_DIR"}
 echo "== build consumer_app"
 cmake --build "$build" --target consumer_app -j "$jobs"
 
