@@ -268,8 +268,12 @@ fn relocate_bounds_and_top_of_space() {
 }
 
 #[test]
+// Rebuilding four 64 MiB ranges at a 4 KiB granule writes 65,536 leaf
+// entries (about 1,000 of Miri's 64-entry nodes): too slow to interpret. The
+// rebuild path runs under Miri in the model and removal tests.
+#[cfg_attr(miri, ignore)]
 fn granule_rebuild() {
-    let c = cfg(8, 1, 16, 64 * MIRI_NODES);
+    let c = cfg(8, 1, 16, 64);
     let words = storage(&c);
     let t = Table::new(c, &words[..]).unwrap();
     let base = 0x10_0000_0000u64;
@@ -312,7 +316,7 @@ fn granule_rebuild() {
     assert_eq!(t.locate(small as usize + 100), Err(Error::NotFound));
     // Granules between 4 KiB and 64 MiB: a 1 MiB + 1 byte range gives 1 MiB.
     let mid = base + 10 * 64 * MIB;
-    let c2 = cfg(1, 1, 4, 64 * MIRI_NODES);
+    let c2 = cfg(1, 1, 4, 64);
     let w2 = storage(&c2);
     let t2 = Table::new(c2, &w2[..]).unwrap();
     t2.insert_remote(0, mid, 64 * MIB, local_of(0, mid))
@@ -665,7 +669,7 @@ fn model_run(seed: u64, ops: usize) {
 
 #[test]
 fn model_random() {
-    let (seeds, ops) = if cfg!(miri) { (1, 120) } else { (16, 3000) };
+    let (seeds, ops) = if cfg!(miri) { (1, 40) } else { (16, 3000) };
     for seed in 0..seeds {
         model_run(seed, ops);
     }
@@ -738,6 +742,10 @@ fn check_remote(t: &Table<&[AtomicU64]>, peer: u32, addr: u64, len: u64) {
 }
 
 #[test]
+// Interpreting two readers against a rebuilding writer takes Miri well over
+// ten minutes; the read protocol itself is model-checked by tests/loom_table.rs
+// and the arena's concurrent stress test does run under Miri.
+#[cfg_attr(miri, ignore)]
 fn concurrent_readers_and_writer() {
     // Readers run until the writer is done; under Miri they also stop after
     // `reader_max` lookups, as its scheduler may starve the writer.
