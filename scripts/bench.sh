@@ -10,7 +10,6 @@
 #   ALLOC_ARGS       extra flags for shm_allocation_bench     (e.g. "--num_iterations=100")
 #   LOOKUP_ARGS      extra flags for shm_address_lookup_bench (e.g. "--sweep")
 #   TRANSFER_ARGS    extra flags for shm_transfer_bench       (e.g. "--num_transfers=100")
-#   SKIP_APT=1       never try to install system packages
 #
 # Results: $BUILD_DIR/bench-results/<bench>.txt and <bench>.json
 # Exit status: non-zero if the build or any benchmark failed.
@@ -22,25 +21,8 @@ BUILD_DIR="${BUILD_DIR:-build}"
 JOBS="${JOBS:-2}"
 RESULTS="$BUILD_DIR/bench-results"
 
-# --- prerequisites (installed only when absent) ------------------------------
-ensure_packages() {
-  local missing=()
-  for pkg in cmake g++ libgflags-dev; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  if [ "${SKIP_APT:-0}" = 1 ]; then
-    echo "bench.sh: missing packages: ${missing[*]} (SKIP_APT=1, not installing)" >&2
-    return 0
-  fi
-  echo "bench.sh: installing missing packages: ${missing[*]}"
-  local sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get update && $sudo apt-get install -y "${missing[@]}"
-}
-if command -v dpkg >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-  ensure_packages || { echo "bench.sh: package installation failed" >&2; exit 1; }
-fi
+# --- prerequisites (installed only when absent; shared with scripts/test.sh) ---
+./scripts/setup.sh || { echo "bench.sh: installing prerequisites failed" >&2; exit 1; }
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
