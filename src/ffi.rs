@@ -245,6 +245,30 @@ fn bad_locate_args(t: *const mcshm_table, out_id: *mut u32, out_offset: *mut u64
     ])
 }
 
+/// Moves `value` to the heap and gives C the handle through `out`.
+///
+/// # Safety
+/// `out` is non-null, aligned and writable (checked by the caller at entry).
+unsafe fn hand_out<T>(out: *mut *mut T, value: T) {
+    // SAFETY: per this function's contract.
+    unsafe { out.write(Box::into_raw(Box::new(value))) };
+}
+
+/// Drops a handle [`hand_out`] created; NULL is a no-op, and a panic while
+/// dropping stays on this side of the boundary.
+///
+/// # Safety
+/// `handle` is NULL or came from [`hand_out`] and is not used again.
+unsafe fn take_back<T>(handle: *mut T) {
+    if handle.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: per this function's contract, the Box is reclaimed exactly once.
+        drop(unsafe { Box::from_raw(handle) });
+    }));
+}
+
 /// Reads a NUL-terminated UTF-8 string argument.
 ///
 /// # Safety
@@ -349,9 +373,8 @@ pub unsafe extern "C" fn mcshm_pool_create(
         // SAFETY: per the function's contract.
         let o = unsafe { pool_options(opts)? };
         let pool = Pool::create(name, &o)?;
-        let handle = Box::into_raw(Box::new(mcshm_pool { pool }));
         // SAFETY: `out` was checked non-null and aligned at entry.
-        unsafe { out.write(handle) };
+        unsafe { hand_out(out, mcshm_pool { pool }) };
         Ok(())
     })
 }
@@ -400,9 +423,8 @@ pub unsafe extern "C" fn mcshm_pool_create_memfd(
         // SAFETY: per the function's contract.
         let o = unsafe { pool_options(opts)? };
         let pool = Pool::create_memfd(&o)?;
-        let handle = Box::into_raw(Box::new(mcshm_pool { pool }));
         // SAFETY: `out` was checked non-null and aligned at entry.
-        unsafe { out.write(handle) };
+        unsafe { hand_out(out, mcshm_pool { pool }) };
         Ok(())
     })
 }
@@ -439,9 +461,8 @@ pub unsafe extern "C" fn mcshm_pool_open_fd(fd: i32, out: *mut *mut mcshm_pool) 
     guard(|| {
         check_out(out)?;
         let pool = Pool::open_fd(fd)?;
-        let handle = Box::into_raw(Box::new(mcshm_pool { pool }));
         // SAFETY: `out` was checked non-null and aligned at entry.
-        unsafe { out.write(handle) };
+        unsafe { hand_out(out, mcshm_pool { pool }) };
         Ok(())
     })
 }
@@ -571,9 +592,8 @@ pub unsafe extern "C" fn mcshm_pool_open(
             Some(unsafe { arg_str(dir)? })
         };
         let pool = Pool::open_in(dir, name)?;
-        let handle = Box::into_raw(Box::new(mcshm_pool { pool }));
         // SAFETY: `out` was checked non-null and aligned at entry.
-        unsafe { out.write(handle) };
+        unsafe { hand_out(out, mcshm_pool { pool }) };
         Ok(())
     })
 }
@@ -586,13 +606,8 @@ pub unsafe extern "C" fn mcshm_pool_open(
 /// yet destroyed, and no other thread is using it.
 #[no_mangle]
 pub unsafe extern "C" fn mcshm_pool_destroy(pool: *mut mcshm_pool) {
-    if pool.is_null() {
-        return;
-    }
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: the handle came from Box::into_raw in this module and is destroyed once.
-        drop(unsafe { Box::from_raw(pool) });
-    }));
+    // SAFETY: per the function's contract, a handle from `hand_out` destroyed once.
+    unsafe { take_back(pool) };
 }
 
 /// Allocates `size` bytes aligned to `align` (0 = default) and writes the
@@ -782,9 +797,8 @@ pub unsafe extern "C" fn mcshm_table_create(
         };
         let words = AnonMap::zeroed(Table::<AnonMap<AtomicU64>>::words_for(&cfg))?;
         let table = Table::new(cfg, words)?;
-        let handle = Box::into_raw(Box::new(mcshm_table { table }));
         // SAFETY: `out` was checked non-null and aligned at entry.
-        unsafe { out.write(handle) };
+        unsafe { hand_out(out, mcshm_table { table }) };
         Ok(())
     })
 }
@@ -796,13 +810,8 @@ pub unsafe extern "C" fn mcshm_table_create(
 /// `table` is NULL or a live handle no other thread is using.
 #[no_mangle]
 pub unsafe extern "C" fn mcshm_table_destroy(table: *mut mcshm_table) {
-    if table.is_null() {
-        return;
-    }
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: the handle came from Box::into_raw in this module and is destroyed once.
-        drop(unsafe { Box::from_raw(table) });
-    }));
+    // SAFETY: per the function's contract, a handle from `hand_out` destroyed once.
+    unsafe { take_back(table) };
 }
 
 /// Registers local segment `id` at `[base, base + len)`.
