@@ -847,6 +847,34 @@ pub unsafe extern "C" fn mcshm_table_remove_segment(t: *const mcshm_table, id: u
     })
 }
 
+/// The shared fast path of the address lookups: check the handle and `out`
+/// with one branch, run `lookup` on the table, write the local pointer.
+///
+/// The table's read path has no panicking operation (every index is checked
+/// or an invariant, all arithmetic is checked or wrapping); the guard stays
+/// as the safety net and costs nothing on the way through.
+///
+/// # Safety
+/// A non-null, aligned `t` is a live handle; a non-null, aligned `out` is writable.
+#[inline(always)]
+unsafe fn lookup_into(
+    t: *const mcshm_table,
+    out: *mut *mut c_void,
+    lookup: impl FnOnce(&Table<AnonMap<AtomicU64>>) -> crate::Result<usize>,
+) -> i32 {
+    if !handle_and_out_ok(t, out) {
+        return bad_handle_or_out(t, out);
+    }
+    guard(|| {
+        // SAFETY: non-null and aligned (checked above); live per the contract.
+        let t = unsafe { &*t };
+        let addr = lookup(&t.table)?;
+        // SAFETY: non-null and aligned (checked above); writable per the contract.
+        unsafe { out.write(core::ptr::with_exposed_provenance_mut(addr)) };
+        Ok(())
+    })
+}
+
 /// `(segment id, offset, len)` -> local pointer, bounds-checked. O(1), no lock.
 ///
 /// # Safety
@@ -859,20 +887,8 @@ pub unsafe extern "C" fn mcshm_table_resolve(
     len: u64,
     out: *mut *mut c_void,
 ) -> i32 {
-    if !handle_and_out_ok(t, out) {
-        return bad_handle_or_out(t, out);
-    }
-    // The table's read path has no panicking operation (every index is
-    // checked or an invariant, all arithmetic is checked or wrapping); the
-    // guard stays as the safety net and costs nothing on the way through.
-    guard(|| {
-        // SAFETY: non-null and aligned (checked above); live per the contract.
-        let t = unsafe { &*t };
-        let addr = t.table.resolve(id, offset, len)?;
-        // SAFETY: non-null and aligned (checked above); writable per the contract.
-        unsafe { out.write(core::ptr::with_exposed_provenance_mut(addr)) };
-        Ok(())
-    })
+    // SAFETY: per this function's contract.
+    unsafe { lookup_into(t, out, |t| t.resolve(id, offset, len)) }
 }
 
 /// Local pointer -> `(segment id, offset)`. O(1), no lock.
@@ -957,18 +973,8 @@ pub unsafe extern "C" fn mcshm_table_relocate(
     len: u64,
     out: *mut *mut c_void,
 ) -> i32 {
-    if !handle_and_out_ok(t, out) {
-        return bad_handle_or_out(t, out);
-    }
-    // As in `mcshm_table_resolve`: no panic on the read path, guard kept.
-    guard(|| {
-        // SAFETY: non-null and aligned (checked above); live per the contract.
-        let t = unsafe { &*t };
-        let addr = t.table.relocate(peer, remote_addr, len)?;
-        // SAFETY: non-null and aligned (checked above); writable per the contract.
-        unsafe { out.write(core::ptr::with_exposed_provenance_mut(addr)) };
-        Ok(())
-    })
+    // SAFETY: per this function's contract.
+    unsafe { lookup_into(t, out, |t| t.relocate(peer, remote_addr, len)) }
 }
 
 // ---------------------------------------------------------------------------
