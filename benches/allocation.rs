@@ -9,14 +9,16 @@
 //! - `churn64/<impl>`: 64 live blocks of random sizes; one op frees a random
 //!   live block and allocates a new random size in its place.
 //! - `threads/<impl>/<n>`: `n` threads (1 or 2) each doing alloc+free pairs
-//!   at once; throughput is pairs per second over all threads. After the group
-//!   the 2-thread / 1-thread throughput ratio is printed.
+//!   at once; throughput is pairs per second over all threads. `arena_sharded`
+//!   is one arena with two shards (`PoolOptions::shards = 2`), `arena_shared`
+//!   one single-lock arena, `arena_per_thread` one arena per thread. After the
+//!   group the 2-thread / 1-thread throughput ratios are printed.
 
 mod common;
 
 use common::{random_sizes, unique_name, vec_arena, MAX_SIZE};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use mooncake_shm::arena::{Arena, ArenaSlot};
+use mooncake_shm::arena::{Arena, ArenaSlot, ShardedArena};
 use mooncake_shm::pool::{Pool, PoolOptions};
 use mooncake_shm::segment::{Segment, SegmentOptions};
 use std::hint::black_box;
@@ -202,8 +204,46 @@ fn churn(c: &mut Criterion) {
     g.finish();
 }
 
+/// What the thread benches need of an arena.
+trait Allocator: Sync {
+    fn alloc(&self, size: u64, align: u64) -> mooncake_shm::Result<u64>;
+    fn free(&self, offset: u64) -> mooncake_shm::Result<()>;
+}
+
+impl Allocator for Arena<Vec<ArenaSlot>> {
+    fn alloc(&self, size: u64, align: u64) -> mooncake_shm::Result<u64> {
+        Arena::alloc(self, size, align)
+    }
+    fn free(&self, offset: u64) -> mooncake_shm::Result<()> {
+        Arena::free(self, offset)
+    }
+}
+
+impl Allocator for ShardedArena<Vec<ArenaSlot>> {
+    fn alloc(&self, size: u64, align: u64) -> mooncake_shm::Result<u64> {
+        ShardedArena::alloc(self, size, align)
+    }
+    fn free(&self, offset: u64) -> mooncake_shm::Result<()> {
+        ShardedArena::free(self, offset)
+    }
+}
+
+/// An arena on cache lines of its own (two arenas side by side in a `Vec`
+/// would share the line holding both locks).
+#[repr(align(128))]
+struct Padded(Arena<Vec<ArenaSlot>>);
+
+impl Allocator for Padded {
+    fn alloc(&self, size: u64, align: u64) -> mooncake_shm::Result<u64> {
+        self.0.alloc(size, align)
+    }
+    fn free(&self, offset: u64) -> mooncake_shm::Result<()> {
+        self.0.free(offset)
+    }
+}
+
 /// Runs `iters` alloc+free pairs of `sizes` on `arena`.
-fn arena_pairs(arena: &Arena<Vec<ArenaSlot>>, sizes: &[u64], iters: u64) {
+fn arena_pairs(arena: &impl Allocator, sizes: &[u64], iters: u64) {
     for i in 0..iters as usize {
         let off = arena.alloc(black_box(sizes[i % SEQ]), ALIGN).unwrap();
         arena.free(black_box(off)).unwrap();
@@ -233,24 +273,31 @@ fn timed_parallel<F: Fn(usize) + Sync>(threads: usize, work: F) -> Duration {
     })
 }
 
-/// One shared arena for every thread (the core as `Pool` uses it) and, for
-/// comparison, one arena per thread (no shared cache lines).
+/// One arena with two shards (what `Pool` builds for `shards = 2`), one
+/// single-lock arena shared by every thread (`shards = 1`, the default) and,
+/// for comparison, one arena per thread (no shared cache lines).
 fn threads(c: &mut Criterion) {
     let mut g = c.benchmark_group("threads");
     let sizes: Vec<Vec<u64>> = (0..2).map(|t| random_sizes(SEQ, 0x7 + t)).collect();
+    let slots = Arena::<Vec<ArenaSlot>>::slots_for(1024);
+    let sharded = ShardedArena::new(CAPACITY, (0..2).map(|_| vec![ArenaSlot::EMPTY; slots]))
+        .expect("sharded arena");
     let shared = vec_arena(CAPACITY, 1024);
-    let private: Vec<_> = (0..2).map(|_| vec_arena(CAPACITY, 1024)).collect();
+    let private: Vec<_> = (0..2).map(|_| Padded(vec_arena(CAPACITY, 1024))).collect();
     // Whether `threads/arena_shared` was really measured (not filtered out).
     let mut measured = false;
 
     for n in [1usize, 2] {
         g.throughput(Throughput::Elements(n as u64));
-        g.bench_with_input(BenchmarkId::new("arena_shared", n), &n, |b, &n| {
+        g.bench_with_input(BenchmarkId::new("arena_sharded", n), &n, |b, &n| {
             b.iter_custom(|iters| {
                 // Criterion's --test / --list modes never get here with iters > 1.
                 measured |= iters > 1;
-                timed_parallel(n, |t| arena_pairs(&shared, &sizes[t], iters))
+                timed_parallel(n, |t| arena_pairs(&sharded, &sizes[t], iters))
             })
+        });
+        g.bench_with_input(BenchmarkId::new("arena_shared", n), &n, |b, &n| {
+            b.iter_custom(|iters| timed_parallel(n, |t| arena_pairs(&shared, &sizes[t], iters)))
         });
         g.bench_with_input(BenchmarkId::new("arena_per_thread", n), &n, |b, &n| {
             b.iter_custom(|iters| timed_parallel(n, |t| arena_pairs(&private[t], &sizes[t], iters)))
@@ -287,7 +334,7 @@ fn threads(c: &mut Criterion) {
     // The scaling target: two threads together vs one thread, alloc+free
     // throughput, median of several side-by-side runs.
     const PAIRS: u64 = 1 << 20;
-    let ratio = |arenas: [&Arena<Vec<ArenaSlot>>; 2]| {
+    fn ratio<A: Allocator>(arenas: [&A; 2], sizes: &[Vec<u64>]) -> f64 {
         let mut r: Vec<f64> = (0..7)
             .map(|_| {
                 let one = timed_parallel(1, |_| arena_pairs(arenas[0], &sizes[0], PAIRS));
@@ -297,15 +344,16 @@ fn threads(c: &mut Criterion) {
             .collect();
         r.sort_by(f64::total_cmp);
         r[r.len() / 2]
-    };
-    let shared_ratio = ratio([&shared, &shared]);
-    let private_ratio = ratio([&private[0], &private[1]]);
+    }
+    let sharded_ratio = ratio([&sharded, &sharded], &sizes);
+    let shared_ratio = ratio([&shared, &shared], &sizes);
+    let private_ratio = ratio([&private[0], &private[1]], &sizes);
     let verdict = |r: f64| if r >= 1.6 { "PASS" } else { "FAIL" };
     println!(
-        "threads: 2-thread / 1-thread alloc+free throughput: shared arena {shared_ratio:.2}x ({}), \
-         one arena per thread {private_ratio:.2}x ({}); target >= 1.6x",
-        verdict(shared_ratio),
-        verdict(private_ratio)
+        "threads: 2-thread / 1-thread alloc+free throughput: 2-shard arena {sharded_ratio:.2}x \
+         ({}), single-lock arena {shared_ratio:.2}x, one arena per thread {private_ratio:.2}x; \
+         target >= 1.6x",
+        verdict(sharded_ratio),
     );
 }
 

@@ -171,6 +171,12 @@ typedef struct mcshm_pool_options {
    * Arena metadata capacity, live plus free blocks (default 65536).
    */
   uint32_t max_blocks;
+  /**
+   * Independently locked arena shards, 1-16 (default 1; 0 means 1). N
+   * shards let N threads allocate at once, but one allocation must fit in
+   * one shard (about `capacity / shards`).
+   */
+  uint32_t shards;
 } mcshm_pool_options;
 
 /**
@@ -226,7 +232,8 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Fills `opts` with the defaults (64 MiB, mode 0600, no flags, /dev/shm, 65536 blocks).
+ * Fills `opts` with the defaults (64 MiB, mode 0600, no flags, /dev/shm, 65536 blocks,
+ * 1 shard).
  * Does nothing when `opts` is NULL.
  *
  * # Safety

@@ -61,6 +61,8 @@
 //! - **Locking.** A test-and-test-and-set spinlock guards the whole state;
 //!   argument checks happen before it is taken and every critical section is
 //!   O(1) (except [`Arena::stats`], which walks the largest class' list).
+//!   Threads that allocate at once take turns on it; a [`ShardedArena`]
+//!   puts several arenas side by side so that they need not.
 //! - **Unchecked access.** Record and table indices stored in the metadata
 //!   are in bounds by construction, and [`ArenaStorage`] promises the
 //!   storage keeps its length, so the hot paths index without bounds checks
@@ -77,6 +79,9 @@ use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ops::DerefMut;
 use core::sync::atomic::{AtomicBool, Ordering};
+
+mod sharded;
+pub use sharded::{ShardedArena, MAX_SHARDS};
 
 /// Allocation granule in bytes: every size is rounded up to it and every
 /// offset handed out is a multiple of it (also the default alignment).
@@ -314,6 +319,26 @@ fn round_to_class(size: u64) -> u64 {
 fn align_up(x: u64, align: u64) -> u64 {
     (x + (align - 1)) & !(align - 1)
 }
+
+/// Checks an allocation request against `capacity` and returns it as
+/// `(size rounded up to the granule, effective alignment)`.
+#[inline(always)]
+fn request(size: u64, align: u64, capacity: u64) -> Result<(u64, u64)> {
+    if size == 0 {
+        return Err(Error::ZeroSize);
+    }
+    if align > MAX_ALIGN || (align != 0 && !align.is_power_of_two()) {
+        return Err(Error::BadAlignment);
+    }
+    if size > capacity {
+        return Err(Error::TooLarge);
+    }
+    // No overflow: size <= capacity <= 2^62.
+    Ok((align_up(size, GRANULE), align.max(GRANULE)))
+}
+
+/// Largest supported alignment (the page size), [`Arena::MAX_ALIGN`].
+const MAX_ALIGN: u64 = 4096;
 
 /// Records and hash-table entries that fit in `len` slots, as
 /// `(max_blocks, table_len)`, or `None` if not even one record fits.
@@ -850,7 +875,7 @@ impl Drop for Guard<'_> {
 
 impl<S: ArenaStorage> Arena<S> {
     /// Largest supported alignment (the page size).
-    pub const MAX_ALIGN: u64 = 4096;
+    pub const MAX_ALIGN: u64 = MAX_ALIGN;
 
     /// How many [`ArenaSlot`]s [`Arena::new`] needs to track up to
     /// `max_blocks` blocks, allocated and free together (free blocks never
@@ -941,6 +966,34 @@ impl<S: ArenaStorage> Arena<S> {
         f(&mut self.lock().tlsf)
     }
 
+    /// Takes the lock if it is free right now (see [`lock`](Self::lock)).
+    #[inline(always)]
+    fn try_lock(&self) -> Option<Locked<'_>> {
+        if self.lock.load(Ordering::Relaxed)
+            || self
+                .lock
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+        {
+            return None;
+        }
+        Some(self.locked_view(Guard(&self.lock)))
+    }
+
+    /// The metadata view for the holder of `guard`.
+    #[inline(always)]
+    fn locked_view<'a>(&'a self, guard: Guard<'a>) -> Locked<'a> {
+        // SAFETY: `guard` proves we hold the lock, so no other reference to
+        // the storage exists (only a lock holder creates one, and
+        // `new`/`into_storage` own the arena); it lives in the `Locked`,
+        // which drops it before its guard releases the lock.
+        let storage = unsafe { &mut *self.storage.get() };
+        Locked {
+            tlsf: Self::view(storage, self.max_blocks, self.table_len, self.shift),
+            _guard: guard,
+        }
+    }
+
     /// Takes the lock; the metadata view lives as long as the result, whose
     /// drop releases the lock. (Hot paths use it directly rather than
     /// through a closure so that everything inlines into the caller.)
@@ -955,16 +1008,7 @@ impl<S: ArenaStorage> Arena<S> {
                 core::hint::spin_loop();
             }
         }
-        let guard = Guard(&self.lock);
-        // SAFETY: we hold the lock, so no other reference to the storage
-        // exists (only `lock` creates one, and `new`/`into_storage` own the
-        // arena); it lives in the `Locked`, which drops it before its
-        // guard releases the lock.
-        let storage = unsafe { &mut *self.storage.get() };
-        Locked {
-            tlsf: Self::view(storage, self.max_blocks, self.table_len, self.shift),
-            _guard: guard,
-        }
+        self.locked_view(Guard(&self.lock))
     }
 
     /// Allocates `size` bytes aligned to `align` and returns the offset of
@@ -982,18 +1026,7 @@ impl<S: ArenaStorage> Arena<S> {
     /// a record the storage does not have; nothing is changed).
     #[inline]
     pub fn alloc(&self, size: u64, align: u64) -> Result<u64> {
-        if size == 0 {
-            return Err(Error::ZeroSize);
-        }
-        if align > Self::MAX_ALIGN || (align != 0 && !align.is_power_of_two()) {
-            return Err(Error::BadAlignment);
-        }
-        if size > self.capacity {
-            return Err(Error::TooLarge);
-        }
-        let align = align.max(GRANULE);
-        // No overflow: size <= capacity <= 2^62.
-        let rsize = align_up(size, GRANULE);
+        let (rsize, align) = request(size, align, self.capacity)?;
         self.lock().tlsf.alloc(rsize, align)
     }
 

@@ -305,6 +305,10 @@ pub struct mcshm_pool_options {
     pub dir: *const c_char,
     /// Arena metadata capacity, live plus free blocks (default 65536).
     pub max_blocks: u32,
+    /// Independently locked arena shards, 1-16 (default 1; 0 means 1). N
+    /// shards let N threads allocate at once, but one allocation must fit in
+    /// one shard (about `capacity / shards`).
+    pub shards: u32,
 }
 
 /// A snapshot of a pool's arena accounting.
@@ -335,7 +339,8 @@ impl From<ArenaStats> for mcshm_pool_stats {
     }
 }
 
-/// Fills `opts` with the defaults (64 MiB, mode 0600, no flags, /dev/shm, 65536 blocks).
+/// Fills `opts` with the defaults (64 MiB, mode 0600, no flags, /dev/shm, 65536 blocks,
+/// 1 shard).
 /// Does nothing when `opts` is NULL.
 ///
 /// # Safety
@@ -349,6 +354,7 @@ pub unsafe extern "C" fn mcshm_pool_options_init(opts: *mut mcshm_pool_options) 
         flags: 0,
         dir: core::ptr::null(),
         max_blocks: d.max_blocks,
+        shards: d.shards,
     };
     // SAFETY: the caller passes NULL or a writable options struct; NULL is reported and ignored.
     let _ = unsafe { put(opts, v) };
@@ -394,6 +400,7 @@ unsafe fn pool_options<'a>(opts: *const mcshm_pool_options) -> Result<PoolOption
         o.prefault = c.flags & MCSHM_POOL_PREFAULT != 0;
         o.huge_pages = c.flags & MCSHM_POOL_HUGE_PAGES != 0;
         o.max_blocks = c.max_blocks;
+        o.shards = c.shards;
         if c.flags & !(MCSHM_POOL_PREFAULT | MCSHM_POOL_HUGE_PAGES) != 0 {
             return Err(Error::InvalidArgument.into());
         }

@@ -46,7 +46,7 @@
 //! that overwrites the shared header cannot corrupt the owner's allocator or
 //! widen anyone's bounds; it only makes *new* opens fail validation.
 
-use crate::arena::{Arena, ArenaSlot, ArenaStats};
+use crate::arena::{Arena, ArenaSlot, ArenaStats, ShardedArena, MAX_SHARDS};
 use crate::segment::{Segment, SegmentOptions};
 use crate::sys::{self, AnonMap};
 use crate::{Error, Result};
@@ -80,8 +80,14 @@ pub struct PoolOptions<'a> {
     pub huge_pages: bool,
     /// Create the object in this directory (hugetlbfs, DAX mount) instead of /dev/shm.
     pub dir: Option<&'a str>,
-    /// Maximum number of blocks (live + free) the arena tracks.
+    /// Maximum number of blocks (live + free) the arena tracks, over all shards.
     pub max_blocks: u32,
+    /// Independently locked arena shards, 1 to [`MAX_SHARDS`] (0 means 1).
+    /// More shards let that many threads allocate at once without waiting
+    /// for each other, but one allocation must fit in one shard: the
+    /// largest possible request drops to about `capacity / shards` (see
+    /// [`ShardedArena`]).
+    pub shards: u32,
 }
 
 impl Default for PoolOptions<'_> {
@@ -93,6 +99,7 @@ impl Default for PoolOptions<'_> {
             huge_pages: false,
             dir: None,
             max_blocks: 65536,
+            shards: 1,
         }
     }
 }
@@ -166,7 +173,7 @@ pub struct Pool {
     seg: Segment,
     info: PoolInfo,
     /// `Some` for the owner only.
-    arena: Option<Arena<AnonMap<ArenaSlot>>>,
+    arena: Option<ShardedArena<AnonMap<ArenaSlot>>>,
 }
 
 impl Pool {
@@ -202,9 +209,17 @@ impl Pool {
             .checked_add(Self::DATA_OFFSET)
             .ok_or(Error::InvalidArgument)?;
         // The arena first: it has no side effects if it fails.
-        let slots = Arena::<AnonMap<ArenaSlot>>::slots_for(opts.max_blocks as usize);
-        let storage = AnonMap::<ArenaSlot>::zeroed(slots)?;
-        let arena = Arena::new(opts.capacity, storage)?;
+        let shards = opts.shards.max(1) as usize;
+        if shards > MAX_SHARDS {
+            return Err(Error::InvalidArgument);
+        }
+        let per_shard = (opts.max_blocks as usize).div_ceil(shards);
+        let slots = Arena::<AnonMap<ArenaSlot>>::slots_for(per_shard);
+        let mut storages: [Option<AnonMap<ArenaSlot>>; MAX_SHARDS] = core::array::from_fn(|_| None);
+        for s in storages.iter_mut().take(shards) {
+            *s = Some(AnonMap::<ArenaSlot>::zeroed(slots)?);
+        }
+        let arena = ShardedArena::new(opts.capacity, storages.into_iter().flatten())?;
         let seg = make_segment(&SegmentOptions {
             len: total,
             mode: opts.mode,

@@ -264,3 +264,57 @@ fn pool_shared_across_threads() {
         pool.free(off).unwrap();
     }
 }
+
+#[test]
+fn sharded_pool_offsets_and_limits() {
+    let g = ShmGuard::new();
+    let bad = PoolOptions {
+        shards: 17,
+        ..opts(1 << 20)
+    };
+    assert_eq!(
+        Pool::create(&g.name(), &bad).err(),
+        Some(Error::InvalidArgument)
+    );
+    assert!(Pool::open(&g.name()).is_err(), "nothing left behind");
+
+    let pool = Pool::create(
+        &g.name(),
+        &PoolOptions {
+            shards: 4,
+            ..opts(1 << 20)
+        },
+    )
+    .unwrap();
+    // Each shard holds a quarter: a larger request fails, a quarter fits.
+    assert_eq!(pool.alloc((1 << 18) + 16, 0), Err(Error::Exhausted));
+    let whole = pool.alloc(1 << 18, 4096).unwrap();
+    // Offsets are from the mapping base and every block is addressable.
+    let offs: Vec<u64> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|t| {
+                let pool = &pool;
+                s.spawn(move || {
+                    (0..32)
+                        .map(|_| {
+                            let off = pool.alloc(1000, 64).unwrap();
+                            assert_eq!(off % 64, 0);
+                            // SAFETY: in bounds (checked by ptr), block owned here.
+                            unsafe { std::ptr::write_bytes(pool.ptr(off, 1000).unwrap(), t, 1000) };
+                            off
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let st = pool.stats();
+    assert_eq!(st.live, 129);
+    for off in offs.into_iter().chain([whole]) {
+        pool.free(off).unwrap();
+    }
+    assert_eq!(pool.free(whole), Err(Error::DoubleFree));
+    let st = pool.stats();
+    assert_eq!((st.live, st.in_use, st.largest_free), (0, 0, 1 << 18));
+}

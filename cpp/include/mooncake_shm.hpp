@@ -160,6 +160,9 @@ struct PoolOptions {
     std::string dir;
     /// Arena metadata capacity (live + free blocks).
     uint32_t max_blocks = detail::c_pool_defaults().max_blocks;
+    /// Independently locked arena shards (1-16): N shards let N threads
+    /// allocate at once; one allocation must fit in capacity / shards.
+    uint32_t shards = detail::c_pool_defaults().shards;
     /// Extra raw MCSHM_POOL_* bits OR-ed into the C flags (normally 0).
     uint32_t extra_flags = 0;
 
@@ -172,6 +175,7 @@ struct PoolOptions {
                   (huge_pages ? MCSHM_POOL_HUGE_PAGES : 0u);
         o.dir = dir.empty() ? nullptr : dir.c_str();
         o.max_blocks = max_blocks;
+        o.shards = shards;
         return o;
     }
 };

@@ -4,10 +4,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "test_util.h"
 
@@ -44,6 +47,7 @@ TEST(CApi, OptionsAndConfigDefaults) {
     EXPECT_EQ(o.flags, 0u);
     EXPECT_EQ(o.dir, nullptr);
     EXPECT_EQ(o.max_blocks, 65536u);
+    EXPECT_EQ(o.shards, 1u);
     mcshm_pool_options_init(nullptr);  // no-op
 
     mcshm_table_config c;
@@ -224,6 +228,60 @@ TEST(CApi, MetadataFull) {
     while (n < 100000 && (rc = mcshm_pool_alloc(pool, 64, 0, &off)) == MCSHM_OK) ++n;
     EXPECT_EQ(rc, MCSHM_ERR_METADATA_FULL) << mcshm_strerror(rc) << " after " << n;
     EXPECT_LT(n, 100000);
+}
+
+TEST(CApi, ShardedPoolThreadsAndLimits) {
+    const std::string bad = unique_name();
+    mcshm_pool_options o;
+    mcshm_pool_options_init(&o);
+    o.capacity = 4 * kCap;
+    o.shards = 17;  // more than MAX_SHARDS
+    mcshm_pool* pool = nullptr;
+    EXPECT_EQ(mcshm_pool_create(bad.c_str(), &o, &pool), MCSHM_ERR_INVALID_ARGUMENT);
+    EXPECT_FALSE(mcshm_test::shm_exists(bad));
+
+    o.shards = 4;
+    ASSERT_EQ(mcshm_pool_create(unique_name().c_str(), &o, &pool), MCSHM_OK);
+    PoolGuard g{pool};
+    // A request no shard can hold fails although the pool could.
+    uint64_t off = 0;
+    EXPECT_EQ(mcshm_pool_alloc(pool, 2 * kCap, 0, &off), MCSHM_ERR_EXHAUSTED);
+    EXPECT_EQ(mcshm_pool_alloc(pool, kCap, 0, &off), MCSHM_OK);
+    EXPECT_EQ(mcshm_pool_free(pool, off), MCSHM_OK);
+
+    // Four threads allocate at once; each frees the blocks of the next one.
+    constexpr int kThreads = 4, kPer = 200;
+    std::vector<std::vector<uint64_t>> offs(kThreads);
+    std::vector<std::thread> ts;
+    std::atomic<int> failures{0};
+    for (int t = 0; t < kThreads; ++t) {
+        ts.emplace_back([&, t] {
+            for (int i = 0; i < kPer; ++i) {
+                uint64_t o2 = 0;
+                if (mcshm_pool_alloc(pool, 1000 + 16 * i, 64, &o2) != MCSHM_OK) ++failures;
+                else offs[t].push_back(o2);
+            }
+        });
+    }
+    for (auto& th : ts) th.join();
+    ts.clear();
+    EXPECT_EQ(failures.load(), 0);
+    std::set<uint64_t> all;
+    for (auto& v : offs) all.insert(v.begin(), v.end());
+    EXPECT_EQ(all.size(), size_t(kThreads * kPer));
+    for (int t = 0; t < kThreads; ++t) {
+        ts.emplace_back([&, t] {
+            for (uint64_t o2 : offs[(t + 1) % kThreads])
+                if (mcshm_pool_free(pool, o2) != MCSHM_OK) ++failures;
+        });
+    }
+    for (auto& th : ts) th.join();
+    EXPECT_EQ(failures.load(), 0);
+    mcshm_pool_stats st;
+    ASSERT_EQ(mcshm_pool_stats_get(pool, &st), MCSHM_OK);
+    EXPECT_EQ(st.live, 0u);
+    EXPECT_EQ(st.in_use, 0u);
+    EXPECT_EQ(st.largest_free, kCap);
 }
 
 TEST(CApi, PtrAndOffsetOfBounds) {

@@ -53,6 +53,7 @@ TEST(Wrapper, OptionDefaultsMatchC) {
     EXPECT_EQ(o.capacity, c.capacity);
     EXPECT_EQ(o.mode, c.mode);
     EXPECT_EQ(o.max_blocks, c.max_blocks);
+    EXPECT_EQ(o.shards, c.shards);
     mcshm_pool_options oc = o.to_c();
     EXPECT_EQ(oc.flags, 0u);
     EXPECT_EQ(oc.dir, nullptr);
