@@ -34,15 +34,21 @@
 //! *footprint* (a range's length rounded up to the page size). Nodes have
 //! 4096 entries (12 key bits), so a tree has `ceil((48 - g) / 12)` levels:
 //! 3 for 4 KiB granules, 2 from 16 MiB, 1 from 64 GiB. Interior entries hold
-//! `child node + 1`; leaf entries hold two 32-bit record references
+//! the storage word index of the child node's first word (0 = empty: word 0
+//! is in the header, never a node); leaf entries hold two 32-bit record references
 //! (`record index + 1`, 0 = empty). Since the footprints of one space are
 //! page-aligned, disjoint and at least `G` long, any `G`-aligned window meets at
 //! most two of them, so two references per leaf entry always suffice and a
 //! lookup does at most two range compares.
 //!
-//! The root word of a space is `(root node + 1) << 16 | top_shift << 8 | g`
-//! (`top_shift` = the top level's key shift), so readers get the
-//! tree and its granule from one load. When a range with a footprint shorter
+//! The root word of a space is `root << 16 | hops << 12 | ksh << 6 | g`:
+//! `root` is the storage word index of the root node (0 = empty space),
+//! `hops = levels - 1`, and `ksh = 64 - g - 12 * levels` is the *key shift*:
+//! `addr << ksh` left-aligns the key so that the top level's slot is its top
+//! 12 bits, and each level below takes the next 12 after a constant shift
+//! (key bits above the top level fall off the word). Readers get the tree,
+//! its depth and its granule from one load, and walk it with constant
+//! shifts and one bounds check per node reference. When a range with a footprint shorter
 //! than `G` arrives, the writer builds a complete new tree with the smaller
 //! granule from the space's live records, then publishes it with one store to
 //! the root word. The granule never grows back.
@@ -216,6 +222,12 @@ struct Layout {
     roots: usize,
     records: usize,
     nodes: usize,
+    /// `max_nodes * NODE_WORDS - (NODE_WORDS - 1)` (0 without nodes): a
+    /// node word index `n` is the start of a whole node inside the region
+    /// iff `n - nodes < node_lim` (wrapping) and it is node aligned; the
+    /// readers check only the first part, which already keeps every slot
+    /// `n + (0..NODE_WORDS)` inside the storage.
+    node_lim: usize,
     total: usize,
 }
 
@@ -249,6 +261,7 @@ impl Layout {
             roots,
             records,
             nodes,
+            node_lim: node_words.saturating_sub(NODE_WORDS - 1),
             total,
         })
     }
@@ -277,9 +290,24 @@ const fn levels(g: u32) -> u32 {
     (ADDR_BITS - g).div_ceil(LEVEL_BITS)
 }
 
+/// Root word fields (see the module documentation).
+const ROOT_NODE_SHIFT: u32 = 16;
+const ROOT_HOPS_SHIFT: u32 = 12;
+const ROOT_KSH_SHIFT: u32 = 6;
+const ROOT_G_MASK: u64 = 0x3f;
+
+/// The root word of a tree whose root node starts at storage word
+/// `node_word`, with granule shift `g`.
 #[inline(always)]
-const fn root_word(node: usize, g: u32) -> u64 {
-    ((node as u64 + 1) << 16) | (((levels(g) - 1) * LEVEL_BITS) as u64) << 8 | g as u64
+const fn root_word(node_word: usize, g: u32) -> u64 {
+    let l = levels(g);
+    // The key shift: `addr << ksh` puts the top level's slot bits at the
+    // top of the word (`g + l * LEVEL_BITS` is at most 59, so `ksh >= 5`).
+    let ksh = 64 - g - l * LEVEL_BITS;
+    (node_word as u64) << ROOT_NODE_SHIFT
+        | ((l - 1) as u64) << ROOT_HOPS_SHIFT
+        | (ksh as u64) << ROOT_KSH_SHIFT
+        | g as u64
 }
 
 /// Validates a range to be indexed and returns the end of its footprint.
@@ -670,11 +698,15 @@ impl<S: TableStorage> Table<S> {
     ///
     /// Index words are data, not invariants (a `&[AtomicU64]` storage may be
     /// scribbled on by its owner), so every node and record reference read
-    /// from them is range checked before use; a bad one is a miss. Zero
-    /// (empty) references fail the same check, as `ref - 1` wraps.
+    /// from them is range checked before use; a bad one is a miss. Empty
+    /// references fail the same checks (node word 0 is in the header; a
+    /// record `ref - 1` wraps). A node reference is only checked to leave
+    /// room for a whole node after it, not to be node aligned: a corrupted
+    /// one reads the wrong words, never words outside the storage.
     ///
     /// Addresses at or above `2^48` need no separate check: every slot index
-    /// is masked into its node, and every live range ends at or below `2^48`
+    /// is the top `LEVEL_BITS` bits of the shifted key, so it stays inside
+    /// its node, and every live range ends at or below `2^48`
     /// (`footprint_end`), so the final range check rejects them.
     #[inline(always)]
     fn lookup(&self, space: usize, addr: u64) -> Option<Snap> {
@@ -683,66 +715,93 @@ impl<S: TableStorage> Table<S> {
         // root region holds `1 + max_peers` words.
         debug_assert_eq!(self.lay.roots, HEADER_WORDS);
         let root = unsafe { self.word(HEADER_WORDS + space) }.load(Acquire);
-        let max_nodes = self.cfg.max_nodes as usize;
-        // `root == 0` (empty space) wraps to `usize::MAX` and fails the check.
-        let mut node = ((root >> 16) as usize).wrapping_sub(1);
-        if node >= max_nodes {
+        let (nodes, lim) = (self.lay.nodes, self.lay.node_lim);
+        // `root == 0` (empty space) gives node word 0, which is in the
+        // header: `0 - nodes` wraps and fails the check.
+        let mut node = (root >> ROOT_NODE_SHIFT) as usize;
+        if node.wrapping_sub(nodes) >= lim {
             return None;
         }
-        let key = addr >> (root & 0x3f);
-        // The root word carries the top level's key shift: no division here.
-        let mut shift = ((root >> 8) & 0x3f) as u32;
+        // The key, left-aligned: `addr << ksh` puts the top level's slot
+        // bits at the top of the word (key bits above the top level fall
+        // off, as a slot mask would drop them), so every level takes the top
+        // `LEVEL_BITS` bits and shifts the rest up by a constant.
+        // `wrapping_shl` takes the shift modulo 64, as the field is 6 bits.
+        let mut key = addr.wrapping_shl((root >> ROOT_KSH_SHIFT) as u32);
+        // Masked: a corrupted root word still walks at most 8 levels.
+        let mut hops = (root >> ROOT_HOPS_SHIFT) as u32 & 7;
         loop {
-            let slot = (key.wrapping_shr(shift) & SLOT_MASK) as usize;
-            // SAFETY: `node < max_nodes` and `slot < NODE_WORDS`, inside the
-            // node region.
-            let e = unsafe { self.word(self.lay.nodes + node * NODE_WORDS + slot) }.load(Acquire);
-            // A well-formed tree ends at shift 0; `< LEVEL_BITS` also ends a
-            // walk over a corrupted root word (at most 6 levels: shift < 64).
-            if shift < LEVEL_BITS {
+            let slot = (key >> (64 - LEVEL_BITS)) as usize;
+            // SAFETY: `node - nodes < node_lim` (checked) and
+            // `slot < NODE_WORDS`, so `node + slot` lies inside the node
+            // region (see `Layout::node_lim`).
+            let e = unsafe { self.word(node + slot) }.load(Acquire);
+            if hops == 0 {
                 return self.match_leaf(space, addr, e);
             }
-            node = (e as usize).wrapping_sub(1);
-            if node >= max_nodes {
+            hops -= 1;
+            // Interior entries hold the child's node word index (0: empty,
+            // which fails the check like the root word 0 above).
+            node = e as usize;
+            if node.wrapping_sub(nodes) >= lim {
                 return None;
             }
-            shift -= LEVEL_BITS;
+            key <<= LEVEL_BITS;
         }
     }
 
     /// The record referenced from leaf entry `leaf` that belongs to `space`
     /// and contains `addr`.
+    ///
+    /// The low reference is tried inline; the high one (present only where a
+    /// granule window meets two ranges) out of line, which keeps the common
+    /// path short and its register use low.
     #[inline(always)]
     fn match_leaf(&self, space: usize, addr: u64, leaf: u64) -> Option<Snap> {
-        for r in [leaf as u32, (leaf >> 32) as u32] {
-            // `r == 0` (empty) wraps to `usize::MAX` and fails the check.
-            let idx = (r as usize).wrapping_sub(1);
-            if idx >= self.lay.n_records {
-                continue;
-            }
-            // SAFETY: `idx < n_records` checked above.
-            let Some((seq, start, len, value)) = (unsafe { self.read_raw(idx) }) else {
-                continue;
-            };
-            if (seq >> 32) as usize != space {
-                continue;
-            }
-            // `len == 0` (free) fails the range check.
-            if addr.wrapping_sub(start) < len {
-                return Some(Snap {
-                    idx,
-                    start,
-                    len,
-                    value,
-                });
-            }
+        if let Some(s) = self.match_ref(space, addr, leaf as u32) {
+            return Some(s);
+        }
+        if leaf >> 32 == 0 {
+            return None;
+        }
+        self.match_ref_outlined(space, addr, (leaf >> 32) as u32)
+    }
+
+    /// [`Self::match_ref`] for the high reference of a leaf entry.
+    #[inline(never)]
+    fn match_ref_outlined(&self, space: usize, addr: u64, r: u32) -> Option<Snap> {
+        self.match_ref(space, addr, r)
+    }
+
+    /// The record of reference `r` (`idx + 1`, 0 = empty) if it belongs to
+    /// `space` and contains `addr`.
+    #[inline(always)]
+    fn match_ref(&self, space: usize, addr: u64, r: u32) -> Option<Snap> {
+        // `r == 0` (empty) wraps to `usize::MAX` and fails the check.
+        let idx = (r as usize).wrapping_sub(1);
+        if idx >= self.lay.n_records {
+            return None;
+        }
+        // SAFETY: `idx < n_records` checked above.
+        let (seq, start, len, value) = unsafe { self.read_raw(idx) }?;
+        if (seq >> 32) as usize != space {
+            return None;
+        }
+        // `len == 0` (free) fails the range check.
+        if addr.wrapping_sub(start) < len {
+            return Some(Snap {
+                idx,
+                start,
+                len,
+                value,
+            });
         }
         None
     }
 
     fn granule_of(&self, space: usize) -> Option<u64> {
         let root = self.storage[self.lay.roots + space].load(Acquire);
-        (root != 0).then(|| 1u64 << (root & 0xff))
+        (root != 0).then(|| 1u64 << (root & ROOT_G_MASK))
     }
 
     // ------------------------------------------------------------------
@@ -803,6 +862,18 @@ impl<S: TableStorage> Table<S> {
         }
     }
 
+    /// Storage word index of the first word of node `n`.
+    fn node_start(&self, n: usize) -> usize {
+        self.lay.nodes + n * NODE_WORDS
+    }
+
+    /// `(root node, granule shift)` of a non-zero root word written by
+    /// [`Self::rebuild`].
+    fn decode_root(&self, root: u64) -> (usize, u32) {
+        let node = ((root >> ROOT_NODE_SHIFT) as usize - self.lay.nodes) / NODE_WORDS;
+        (node, (root & ROOT_G_MASK) as u32)
+    }
+
     /// Takes a fresh, zeroed node from the bump region.
     fn alloc_node(&self) -> Result<usize> {
         let next = self.h(H_NEXT_NODE).load(Relaxed);
@@ -828,10 +899,10 @@ impl<S: TableStorage> Table<S> {
             let w = self.node_word(node, ((prefix >> shift) & SLOT_MASK) as usize);
             let e = w.load(Relaxed);
             node = if e != 0 {
-                e as usize - 1
+                (e as usize - self.lay.nodes) / NODE_WORDS
             } else if create {
                 let n = self.alloc_node()?;
-                w.store(n as u64 + 1, Release);
+                w.store(self.node_start(n) as u64, Release);
                 n
             } else {
                 return Ok(None);
@@ -900,7 +971,7 @@ impl<S: TableStorage> Table<S> {
         if root == 0 {
             return Ok(());
         }
-        let (rnode, g) = ((root >> 16) as usize - 1, (root & 0xff) as u32);
+        let (rnode, g) = self.decode_root(root);
         self.for_each_entry(rnode, g, start, end, false, |w| {
             let e = w.load(Relaxed);
             for other in [e as u32, (e >> 32) as u32] {
@@ -932,7 +1003,7 @@ impl<S: TableStorage> Table<S> {
         let want = granule_for(end - start);
         let root = self.storage[self.lay.roots + space].load(Relaxed);
         if root != 0 {
-            let (rnode, g) = ((root >> 16) as usize - 1, (root & 0xff) as u32);
+            let (rnode, g) = self.decode_root(root);
             if want >= g {
                 self.for_each_entry(rnode, g, start, end, true, |_| Ok(()))?;
                 self.write_record(idx, space as u32, start, len, value);
@@ -988,7 +1059,7 @@ impl<S: TableStorage> Table<S> {
             }
         };
         self.write_record(idx, space as u32, start, len, value);
-        self.storage[self.lay.roots + space].store(root_word(root, g), Release);
+        self.storage[self.lay.roots + space].store(root_word(self.node_start(root), g), Release);
         self.bump(H_REBUILDS, 1);
         Ok(())
     }
@@ -1002,7 +1073,7 @@ impl<S: TableStorage> Table<S> {
         if root == 0 {
             return;
         }
-        let (rnode, g) = ((root >> 16) as usize - 1, (root & 0xff) as u32);
+        let (rnode, g) = self.decode_root(root);
         let r = idx as u64 + 1;
         let _ = self.for_each_entry(rnode, g, start, end, false, |w| {
             let e = w.load(Relaxed);

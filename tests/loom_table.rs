@@ -38,6 +38,11 @@ const R_START: usize = 1;
 const R_LEN: usize = 2;
 const R_VALUE: usize = 3;
 const NODE_WORDS: usize = 2;
+/// Storage word index of node 0's first word. Node references (interior
+/// entries and the root word's node field) are node word indices, as in the
+/// real table, whose node region starts after the header: 0 is never a
+/// node and means "empty".
+const NODES_AT: usize = 1;
 /// The address space the writer uses (the real table: 0 local, 1 + peer).
 const SPACE: u32 = 1;
 /// A word a node may hold from before it was taken (the real table zeroes
@@ -78,6 +83,16 @@ impl Mini {
         &self.nodes[node * NODE_WORDS + slot]
     }
 
+    /// The reference to node `node` (its first word's storage index).
+    fn node_ref(node: usize) -> u64 {
+        (NODES_AT + node * NODE_WORDS) as u64
+    }
+
+    /// The node a non-zero reference points to.
+    fn node_of(r: u64) -> usize {
+        (r as usize - NODES_AT) / NODE_WORDS
+    }
+
     // ---- write side (one writer: the real table holds its writer lock) ----
 
     /// `Table::write_record`.
@@ -107,7 +122,7 @@ impl Mini {
         let w = self.node_word(interior, slot);
         if w.load(Relaxed) == 0 {
             let n = self.alloc_node(leaf);
-            w.store(n as u64 + 1, Release);
+            w.store(Self::node_ref(n), Release);
         }
     }
 
@@ -141,7 +156,7 @@ impl Mini {
 
     /// `Table::rebuild`'s publication: one `Release` store of the root word.
     fn publish_root(&self, node: usize) {
-        self.root.store((node as u64 + 1) << 8, Release);
+        self.root.store(Self::node_ref(node) << 16, Release);
     }
 
     // ---- read side (lock-free) ----
@@ -173,7 +188,7 @@ impl Mini {
         if root == 0 {
             return None;
         }
-        let node = (root >> 8) as usize - 1;
+        let node = Self::node_of(root >> 16);
         let e = self.node_word(node, islot).load(Acquire);
         assert_ne!(
             e, GARBAGE,
@@ -182,7 +197,7 @@ impl Mini {
         if e == 0 {
             return None;
         }
-        let leaf = self.node_word(e as usize - 1, lslot).load(Acquire);
+        let leaf = self.node_word(Self::node_of(e), lslot).load(Acquire);
         assert_ne!(
             leaf, GARBAGE,
             "reader saw a leaf entry before the node was zeroed"

@@ -430,6 +430,57 @@ fn removed_ranges_free_their_index_entries() {
     );
 }
 
+/// Index words are data: with roots, nodes and records overwritten by
+/// arbitrary (and by plausible-looking) words, lookups may answer wrongly
+/// but never read outside the storage or panic. Under Miri an out-of-bounds
+/// `get_unchecked` would be reported as undefined behaviour.
+#[test]
+fn lookups_survive_scribbled_storage() {
+    let c = cfg(4, 2, 8, 12 * MIRI_NODES);
+    let words = storage(&c);
+    let t = Table::new(c, &words[..]).unwrap();
+    t.insert_remote(0, 0x10_0000, 8192, 0x20_0000).unwrap();
+    t.insert_remote(1, 0x7000_0000_0000, 4096, 0x40_0000)
+        .unwrap();
+    t.insert_segment(1, 0x30_0000, 8192).unwrap();
+    let n = words.len() as u64;
+    let mut rng = StdRng::seed_from_u64(11);
+    let rounds = if cfg!(miri) { 30 } else { 3000 };
+    for _ in 0..rounds {
+        for _ in 0..4 {
+            // The header (writer lock, counters) is left alone: only the
+            // index and the records are read by lookups.
+            let i = rng.random_range(HEADER_WORDS as u64..n) as usize;
+            let v = match rng.random_range(0..5) {
+                0 => rng.random::<u64>(),
+                // A root word: node word index, hops, key shift, granule.
+                1 => {
+                    rng.random_range(0..n + NODE_WORDS as u64) << 16 | rng.random_range(0..1 << 16)
+                }
+                // An interior entry: a node word index, maybe misaligned.
+                2 => rng.random_range(0..n + NODE_WORDS as u64),
+                // A leaf entry: two small record references.
+                3 => rng.random_range(0..16u64) | rng.random_range(0..16u64) << 32,
+                _ => 0,
+            };
+            words[i].store(v, Relaxed);
+        }
+        for _ in 0..4 {
+            let addr = match rng.random_range(0..3) {
+                0 => rng.random::<u64>(),
+                1 => 0x10_0000 + rng.random_range(0..16384u64),
+                _ => rng.random_range(0..TOP),
+            };
+            let len = rng.random_range(0..8192u64);
+            let _ = t.relocate(rng.random_range(0..3), addr, len);
+            let _ = t.locate(addr as usize);
+            let _ = t.resolve(rng.random_range(0..5), addr & 0xffff, len);
+            let _ = t.segment(rng.random_range(0..5));
+            let _ = (t.peer_granule(0), t.local_granule(), t.stats());
+        }
+    }
+}
+
 // ---------------------------------------------------------------------
 // Model test
 // ---------------------------------------------------------------------
