@@ -35,11 +35,28 @@
 //! 4096 entries (12 key bits), so a tree has `ceil((48 - g) / 12)` levels:
 //! 3 for 4 KiB granules, 2 from 16 MiB, 1 from 64 GiB. Interior entries hold
 //! the storage word index of the child node's first word (0 = empty: word 0
-//! is in the header, never a node); leaf entries hold two 32-bit record references
-//! (`record index + 1`, 0 = empty). Since the footprints of one space are
-//! page-aligned, disjoint and at least `G` long, any `G`-aligned window meets at
-//! most two of them, so two references per leaf entry always suffice and a
-//! lookup does at most two range compares.
+//! is in the header, never a node). A leaf entry covers one `G`-aligned
+//! *window* and has one of two forms:
+//!
+//! * a *reference pair*: two 32-bit record references (`record index + 1`,
+//!   0 = empty; references are below `2^31`, so bit 63 is clear). Since the
+//!   footprints of one space are page-aligned, disjoint and at least `G`
+//!   long, any window meets at most two of them, so two references always
+//!   suffice and a lookup does at most two range compares;
+//! * a *direct* entry, for a window that lies wholly inside one remote range:
+//!   `1 << 63 | (local >> 12) << 28 | ref`, where `local` is the local
+//!   address the window's first byte maps to (page aligned, below `2^47`) and
+//!   `ref` the range's record reference (below `2^28`). `relocate` answers
+//!   an access that stays inside the window from this one word, without
+//!   reading the record; anything else (an access running past the window,
+//!   `locate`, a remove) follows `ref` to the record. A window gets a direct
+//!   entry when it is filled and the encoding fits; the local space (whose
+//!   `locate` needs the segment id and offset, not a local address) always
+//!   uses reference pairs.
+//!
+//! With ranges of a few granules or more, most lookups therefore touch one
+//! cache line of the index (plus the few, hot, upper-level lines) and none of
+//! the records: the lookup cost stays flat as the number of ranges grows.
 //!
 //! The root word of a space is `root << 16 | hops << 12 | ksh << 6 | g`:
 //! `root` is the storage word index of the root node (0 = empty space),
@@ -48,7 +65,9 @@
 //! 12 bits, and each level below takes the next 12 after a constant shift
 //! (key bits above the top level fall off the word). Readers get the tree,
 //! its depth and its granule from one load, and walk it with constant
-//! shifts and one bounds check per node reference. When a range with a footprint shorter
+//! shifts and one bounds check per node reference.
+//!
+//! When a range with a footprint shorter
 //! than `G` arrives, the writer builds a complete new tree with the smaller
 //! granule from the space's live records, then publishes it with one store to
 //! the root word. The granule never grows back.
@@ -68,6 +87,17 @@
 //!   reader treats it as a miss. The writer makes `seq` odd, issues a `Release`
 //!   fence, stores the data, then stores the even `seq` with `Release`. A reader
 //!   therefore never combines fields of two different ranges.
+//! * A direct leaf entry is its own snapshot: one atomic word, written only
+//!   when its window is empty (no other range can share a window that lies
+//!   inside one range) and cleared to 0 when the range is removed. A reader
+//!   that loads it answers with the mapping it describes, which was
+//!   registered at the instant of the load; a stale tree (replaced by a
+//!   rebuild) is never written again, so its entries describe mappings that
+//!   were registered when the reader loaded its root word. The entry's
+//!   window is only known to lie inside the range for real addresses, so the
+//!   reader checks `addr < 2^48` there (the walk drops the address bits above
+//!   the tree's top level) and falls back to the record when the access runs
+//!   past the window.
 //! * A reader may still follow a stale reference (an entry it loaded just
 //!   before a remove, or a whole tree replaced by a rebuild). The record it
 //!   reaches is then free (`len == 0`), or belongs to another space (tag
@@ -144,6 +174,16 @@ const R_LEN: usize = 2;
 const R_VALUE: usize = 3;
 
 const LOCAL_SPACE: usize = 0;
+
+/// Leaf entry flag of a *direct* entry (module documentation): bit 63, never
+/// set in a reference pair as references are below `2^31`.
+const DIRECT: u64 = 1 << 63;
+/// A direct entry's record reference: its low 28 bits.
+const DIRECT_REF_BITS: u32 = 28;
+const DIRECT_REF_MASK: u64 = (1 << DIRECT_REF_BITS) - 1;
+/// A direct entry's local window base, page number in bits 28..63: below
+/// `2^47`.
+const DIRECT_LOCAL_LIMIT: u64 = 1 << 47;
 
 /// Storage a [`Table`] can live in: a slice of `AtomicU64` behind `Deref`.
 ///
@@ -243,8 +283,9 @@ macro_rules! tri {
 impl Layout {
     const fn of(cfg: &TableConfig) -> Option<Layout> {
         let records_n = cfg.max_segments as u64 + cfg.max_ranges as u64;
-        // References are `record index + 1` in 32 bits.
-        if records_n >= u32::MAX as u64 {
+        // References are `record index + 1` in 31 bits (bit 63 of a leaf
+        // entry marks a direct entry).
+        if records_n >= 1 << 31 {
             return None;
         }
         if cfg.max_nodes == u32::MAX {
@@ -289,6 +330,10 @@ impl Drop for WriterGuard<'_> {
 const fn levels(g: u32) -> u32 {
     (ADDR_BITS - g).div_ceil(LEVEL_BITS)
 }
+
+/// Covers the `hops` of every valid root word (`levels(PAGE_SHIFT) - 1`
+/// at most): 2 with 12-bit nodes, 5 under Miri.
+const HOPS_MASK: u32 = levels(PAGE_SHIFT).next_power_of_two() - 1;
 
 /// Root word fields (see the module documentation).
 const ROOT_NODE_SHIFT: u32 = 16;
@@ -352,7 +397,7 @@ impl<S: TableStorage> core::fmt::Debug for Table<S> {
 impl<S: TableStorage> Table<S> {
     /// Number of `AtomicU64` words of storage a table with `cfg` needs.
     ///
-    /// Returns 0 when the configuration is invalid (more than `u32::MAX - 1`
+    /// Returns 0 when the configuration is invalid (more than `2^31 - 1`
     /// segments plus ranges, `max_nodes == u32::MAX`, or a size that
     /// overflows `usize`); [`Table::new`] rejects such configurations.
     pub const fn words_for(cfg: &TableConfig) -> usize {
@@ -586,15 +631,56 @@ impl<S: TableStorage> Table<S> {
         if peer >= self.cfg.max_peers {
             return Err(Error::InvalidArgument);
         }
+        let space = peer as usize + 1;
+        let (root, e) = self.walk(space, remote_addr).ok_or(Error::NotFound)?;
+        if let Some(local) = Self::direct(root, e, remote_addr, len) {
+            return Ok(local);
+        }
         let s = self
-            .lookup(peer as usize + 1, remote_addr)
+            .match_leaf(space, remote_addr, e)
             .ok_or(Error::NotFound)?;
-        // `lookup` guarantees `off < s.len`.
+        // `match_leaf` guarantees `off < s.len`.
         let off = remote_addr.wrapping_sub(s.start);
         if len > s.len - off {
             return Err(Error::OutOfBounds);
         }
         Ok(s.value.wrapping_add(off) as usize)
+    }
+
+    /// [`Self::relocate`]'s answer if the leaf entry alone gives it (a
+    /// direct entry, an access inside its window), else `None`: then
+    /// [`Self::relocate`] is needed. Calls nothing and does not touch the
+    /// records, so the C ABI's fast path needs few registers.
+    #[cfg(feature = "capi")]
+    #[inline(always)]
+    pub(crate) fn relocate_direct(&self, peer: u32, remote_addr: u64, len: u64) -> Option<usize> {
+        if peer >= self.cfg.max_peers {
+            return None;
+        }
+        let (root, e) = self.walk(peer as usize + 1, remote_addr)?;
+        Self::direct(root, e, remote_addr, len)
+    }
+
+    /// The answer of leaf entry `e` (of the tree with root word `root`) for
+    /// an access of `len` bytes at `addr`, if `e` is direct and the access
+    /// stays in its window.
+    ///
+    /// A direct entry's window lies inside one range, so the entry alone is
+    /// the translation; the access must stay in the window (else the range's
+    /// end decides, which only the record knows) and `addr` must be a real
+    /// address (the walk drops address bits above the tree's top level).
+    #[inline(always)]
+    fn direct(root: u64, e: u64, addr: u64, len: u64) -> Option<usize> {
+        if e & DIRECT == 0 {
+            return None;
+        }
+        let gmask = (1u64 << (root & ROOT_G_MASK)) - 1;
+        let in_window = addr & gmask;
+        if addr >= ADDR_LIMIT || len > gmask - in_window + 1 {
+            return None;
+        }
+        let base = (e & !DIRECT) >> DIRECT_REF_BITS << PAGE_SHIFT;
+        Some(base.wrapping_add(in_window) as usize)
     }
 
     // ------------------------------------------------------------------
@@ -710,11 +796,23 @@ impl<S: TableStorage> Table<S> {
     /// (`footprint_end`), so the final range check rejects them.
     #[inline(always)]
     fn lookup(&self, space: usize, addr: u64) -> Option<Snap> {
+        let (_, e) = self.walk(space, addr)?;
+        self.match_leaf(space, addr, e)
+    }
+
+    /// The walk of [`Self::lookup`]: `(root word, leaf entry)` of the
+    /// window of `addr` in the tree of `space`; `None` if the walk meets an
+    /// empty (or bad) node reference.
+    #[inline(always)]
+    fn walk(&self, space: usize, addr: u64) -> Option<(u64, u64)> {
         debug_assert!(space <= self.cfg.max_peers as usize);
         // SAFETY: `space <= max_peers` (callers check the peer), and the
         // root region holds `1 + max_peers` words.
         debug_assert_eq!(self.lay.roots, HEADER_WORDS);
         let root = unsafe { self.word(HEADER_WORDS + space) }.load(Acquire);
+        // The slice once: `self.word` would re-read the storage handle after
+        // every `Acquire` load.
+        let st: &[AtomicU64] = &self.storage;
         let (nodes, lim) = (self.lay.nodes, self.lay.node_lim);
         // `root == 0` (empty space) gives node word 0, which is in the
         // header: `0 - nodes` wraps and fails the check.
@@ -728,16 +826,19 @@ impl<S: TableStorage> Table<S> {
         // `LEVEL_BITS` bits and shifts the rest up by a constant.
         // `wrapping_shl` takes the shift modulo 64, as the field is 6 bits.
         let mut key = addr.wrapping_shl((root >> ROOT_KSH_SHIFT) as u32);
-        // Masked: a corrupted root word still walks at most 8 levels.
-        let mut hops = (root >> ROOT_HOPS_SHIFT) as u32 & 7;
+        // Masked: a corrupted root word still walks at most `HOPS_MASK + 1`
+        // levels (and the compiler unrolls no more).
+        let mut hops = (root >> ROOT_HOPS_SHIFT) as u32 & HOPS_MASK;
         loop {
             let slot = (key >> (64 - LEVEL_BITS)) as usize;
+            debug_assert!(node + slot < self.lay.total);
             // SAFETY: `node - nodes < node_lim` (checked) and
             // `slot < NODE_WORDS`, so `node + slot` lies inside the node
-            // region (see `Layout::node_lim`).
-            let e = unsafe { self.word(node + slot) }.load(Acquire);
+            // region (see `Layout::node_lim`), and `lay.total <= st.len()`
+            // (`new` checked the length, `TableStorage` keeps it).
+            let e = unsafe { st.get_unchecked(node + slot) }.load(Acquire);
             if hops == 0 {
-                return self.match_leaf(space, addr, e);
+                return Some((root, e));
             }
             hops -= 1;
             // Interior entries hold the child's node word index (0: empty,
@@ -758,6 +859,9 @@ impl<S: TableStorage> Table<S> {
     /// path short and its register use low.
     #[inline(always)]
     fn match_leaf(&self, space: usize, addr: u64, leaf: u64) -> Option<Snap> {
+        if leaf & DIRECT != 0 {
+            return self.match_ref(space, addr, (leaf & DIRECT_REF_MASK) as u32);
+        }
         if let Some(s) = self.match_ref(space, addr, leaf as u32) {
             return Some(s);
         }
@@ -922,7 +1026,7 @@ impl<S: TableStorage> Table<S> {
         start: u64,
         end: u64,
         create: bool,
-        mut f: impl FnMut(&AtomicU64) -> Result<()>,
+        mut f: impl FnMut(u64, &AtomicU64) -> Result<()>,
     ) -> Result<()> {
         let k0 = start >> g;
         let k1 = (end - 1) >> g;
@@ -941,22 +1045,49 @@ impl<S: TableStorage> Table<S> {
                 SLOT_MASK
             };
             for slot in lo..=hi {
-                f(self.node_word(node, slot as usize))?;
+                f(
+                    prefix << LEVEL_BITS | slot,
+                    self.node_word(node, slot as usize),
+                )?;
             }
         }
         Ok(())
     }
 
-    /// Links record reference `r` into every entry covering `[start, end)`
-    /// of the tree `(root, g)`; nodes must exist.
-    fn fill(&self, root: usize, g: u32, start: u64, end: u64, r: u32) {
-        let res = self.for_each_entry(root, g, start, end, false, |w| {
+    /// Links record `idx` (range `[start, start + len)` of `space`, value
+    /// `value`) into every entry of the tree `(root, g)` that covers its
+    /// footprint; nodes must exist. A window the range covers whole gets a
+    /// direct entry when it can be encoded (remote space, reference below
+    /// `2^28`, local window base below `2^47`), the others a reference.
+    fn fill(
+        &self,
+        (root, g): (usize, u32),
+        space: usize,
+        idx: usize,
+        (start, len, value): (u64, u64, u64),
+    ) {
+        let r = idx as u64 + 1;
+        let end = match footprint_end(start, len) {
+            Ok(end) => end,
+            Err(_) => return,
+        };
+        let res = self.for_each_entry(root, g, start, end, false, |k, w| {
             let e = w.load(Relaxed);
-            let new = if e as u32 == 0 {
-                e | r as u64
+            let lo = k << g;
+            let direct = space != LOCAL_SPACE
+                && e == 0
+                && r <= DIRECT_REF_MASK
+                && lo >= start
+                && (k + 1) << g <= start + len;
+            let local = value.wrapping_add(lo.wrapping_sub(start));
+            let new = if direct && local < DIRECT_LOCAL_LIMIT {
+                DIRECT | (local >> PAGE_SHIFT) << DIRECT_REF_BITS | r
+            } else if e as u32 == 0 {
+                debug_assert_eq!(e & DIRECT, 0, "direct entry shared with another range");
+                e | r
             } else {
                 debug_assert_eq!(e >> 32, 0, "leaf entry already holds two ranges");
-                e | ((r as u64) << 32)
+                e | (r << 32)
             };
             w.store(new, Release);
             Ok(())
@@ -972,9 +1103,8 @@ impl<S: TableStorage> Table<S> {
             return Ok(());
         }
         let (rnode, g) = self.decode_root(root);
-        self.for_each_entry(rnode, g, start, end, false, |w| {
-            let e = w.load(Relaxed);
-            for other in [e as u32, (e >> 32) as u32] {
+        self.for_each_entry(rnode, g, start, end, false, |_, w| {
+            for other in refs_of(w.load(Relaxed)) {
                 if other != 0 {
                     let o = other as usize - 1;
                     let os = self.rec(o, R_START).load(Relaxed);
@@ -1005,9 +1135,9 @@ impl<S: TableStorage> Table<S> {
         if root != 0 {
             let (rnode, g) = self.decode_root(root);
             if want >= g {
-                self.for_each_entry(rnode, g, start, end, true, |_| Ok(()))?;
+                self.for_each_entry(rnode, g, start, end, true, |_, _| Ok(()))?;
                 self.write_record(idx, space as u32, start, len, value);
-                self.fill(rnode, g, start, end, idx as u32 + 1);
+                self.fill((rnode, g), space, idx, (start, len, value));
                 return Ok(());
             }
         }
@@ -1042,12 +1172,13 @@ impl<S: TableStorage> Table<S> {
                 }
                 let os = self.rec(o, R_START).load(Relaxed);
                 let oe = footprint_end(os, ol)?;
-                self.for_each_entry(root, g, os, oe, true, |_| Ok(()))?;
-                self.fill(root, g, os, oe, o as u32 + 1);
+                self.for_each_entry(root, g, os, oe, true, |_, _| Ok(()))?;
+                let ov = self.rec(o, R_VALUE).load(Relaxed);
+                self.fill((root, g), space, o, (os, ol, ov));
             }
             let end = footprint_end(start, len)?;
-            self.for_each_entry(root, g, start, end, true, |_| Ok(()))?;
-            self.fill(root, g, start, end, idx as u32 + 1);
+            self.for_each_entry(root, g, start, end, true, |_, _| Ok(()))?;
+            self.fill((root, g), space, idx, (start, len, value));
             Ok(root)
         })();
         let root = match built {
@@ -1075,9 +1206,15 @@ impl<S: TableStorage> Table<S> {
         }
         let (rnode, g) = self.decode_root(root);
         let r = idx as u64 + 1;
-        let _ = self.for_each_entry(rnode, g, start, end, false, |w| {
+        let _ = self.for_each_entry(rnode, g, start, end, false, |_, w| {
             let e = w.load(Relaxed);
             let mut new = e;
+            if e & DIRECT != 0 {
+                if e & DIRECT_REF_MASK == r {
+                    w.store(0, Release);
+                }
+                return Ok(());
+            }
             if e & 0xffff_ffff == r {
                 new &= !0xffff_ffff;
             }
@@ -1089,6 +1226,15 @@ impl<S: TableStorage> Table<S> {
             }
             Ok(())
         });
+    }
+}
+
+/// The record references of leaf entry `e` (0: none).
+fn refs_of(e: u64) -> [u32; 2] {
+    if e & DIRECT != 0 {
+        [(e & DIRECT_REF_MASK) as u32, 0]
+    } else {
+        [e as u32, (e >> 32) as u32]
     }
 }
 

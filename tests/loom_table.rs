@@ -14,7 +14,11 @@
 //! - a fresh node is zeroed (`Relaxed`) before it is linked with a `Release`
 //!   store; a new tree is published by a `Release` store of the root word;
 //!   leaf entries are set and cleared with `Release` stores; readers load
-//!   every index word with `Acquire` and check the record's tag and range.
+//!   every index word with `Acquire` and check the record's tag and range;
+//! - a *direct* leaf entry (a window inside one range) carries the window's
+//!   local base itself: the reader answers from that one word without
+//!   reading the record; it is stored into an empty entry and cleared to 0
+//!   on remove, both with `Release`.
 //!
 //! The properties: a reader never combines fields of two different records
 //! or versions (no torn record), never follows garbage from a node's
@@ -45,6 +49,10 @@ const NODE_WORDS: usize = 2;
 const NODES_AT: usize = 1;
 /// The address space the writer uses (the real table: 0 local, 1 + peer).
 const SPACE: u32 = 1;
+/// Leaf entry flag of a direct entry (as in the real table).
+const DIRECT: u64 = 1 << 63;
+/// The mini's granule: a direct entry's window is `WINDOW` bytes.
+const WINDOW: u64 = 0x1000;
 /// A word a node may hold from before it was taken (the real table zeroes
 /// nodes on allocation, so this must never be observed by a reader).
 const GARBAGE: u64 = 0xDEAD_0000_0000_0003;
@@ -138,10 +146,25 @@ impl Mini {
         w.store(new, Release);
     }
 
+    /// `Table::fill`, one entry, for a window that lies inside the range of
+    /// reference `r`: a direct entry with the window's local base `local`
+    /// (encoded more simply than the real table's, same single store).
+    fn fill_direct(&self, leaf: usize, slot: usize, local: u64, r: u32) {
+        let w = self.node_word(leaf, slot);
+        assert_eq!(w.load(Relaxed), 0, "direct entries go into empty windows");
+        w.store(DIRECT | local << 16 | r as u64, Release);
+    }
+
     /// `Table::unlink_range`, one entry: drop reference `r` from a leaf entry.
     fn unlink(&self, leaf: usize, slot: usize, r: u64) {
         let w = self.node_word(leaf, slot);
         let e = w.load(Relaxed);
+        if e & DIRECT != 0 {
+            if e & 0xffff == r {
+                w.store(0, Release);
+            }
+            return;
+        }
         let mut new = e;
         if e & 0xffff_ffff == r {
             new &= !0xffff_ffff;
@@ -202,6 +225,10 @@ impl Mini {
             leaf, GARBAGE,
             "reader saw a leaf entry before the node was zeroed"
         );
+        if leaf & DIRECT != 0 {
+            // `Table::direct`: the entry alone is the answer.
+            return Some(((leaf & !DIRECT) >> 16) + (addr & (WINDOW - 1)));
+        }
         for r in [leaf as u32, (leaf >> 32) as u32] {
             if r != 0 {
                 if let Some(s) = self.read_record(r as usize - 1) {
@@ -364,5 +391,46 @@ fn remove_and_reuse_record() {
         }
         w.join().unwrap();
         assert_eq!(t.relocate(0, 0, A.start), None);
+    });
+}
+
+/// A range with a direct entry (its window lies inside it): the record is
+/// written, the direct entry stored into the live tree, then the range is
+/// removed (entry cleared, record freed and reused by another space) while a
+/// reader relocates: it answers `None` or the direct translation, which was
+/// registered at the time, and never sees the record's later owner.
+#[test]
+fn direct_entry_insert_and_remove() {
+    /// A window-aligned range that covers its window.
+    const D: Snap = Snap {
+        tag: SPACE,
+        start: 0x4000,
+        len: WINDOW,
+        value: 0xD000,
+    };
+    model(|| {
+        let t = Arc::new(Mini::new(1, 2));
+        // Set up (before the threads): an empty two-level tree.
+        let root = t.alloc_node(0);
+        t.link_leaf(root, 0, 1);
+        t.publish_root(root);
+        let w = {
+            let t = t.clone();
+            thread::spawn(move || {
+                // insert_remote(): record, then the direct entry.
+                t.write_record(0, D.tag, D.start, D.len, D.value);
+                t.fill_direct(1, 0, D.value, 1);
+                // remove_remote(): clear the entry, free and reuse the record.
+                t.unlink(1, 0, 1);
+                t.write_record(0, SPACE, 0, 0, 0);
+                t.write_record(0, C.tag, C.start, C.len, C.value);
+            })
+        };
+        for _ in 0..2 {
+            let a = t.relocate(0, 0, D.start + 0x10);
+            assert!(a.is_none() || a == Some(D.value + 0x10), "{a:x?}");
+        }
+        w.join().unwrap();
+        assert_eq!(t.relocate(0, 0, D.start), None);
     });
 }

@@ -430,6 +430,110 @@ fn removed_ranges_free_their_index_entries() {
     );
 }
 
+/// Record references are below `2^31` (bit 63 of a leaf entry marks a
+/// direct entry), so the records are limited to `2^31 - 1`.
+#[test]
+fn record_count_limit() {
+    let words_for = |s: u32, r: u32| Table::<&[AtomicU64]>::words_for(&cfg(s, 0, r, 0));
+    assert_ne!(words_for(1 << 30, (1 << 30) - 1), 0);
+    assert_eq!(words_for(1 << 30, 1 << 30), 0);
+    assert_eq!(words_for(0, u32::MAX), 0);
+}
+
+/// Windows that lie inside one remote range get direct leaf entries; the
+/// answers are the same as through the records: accesses that run past a
+/// window, partial windows, addresses above `2^48` that alias a window in
+/// the walk, local bases too high to encode, removes and re-inserts.
+#[test]
+fn direct_entries() {
+    let c = cfg(2, 1, 8, 16 * MIRI_NODES);
+    let words = storage(&c);
+    let t = Table::new(c, &words[..]).unwrap();
+    let direct = || {
+        words[t.lay.nodes..]
+            .iter()
+            .filter(|w| w.load(Relaxed) & DIRECT != 0)
+            .count()
+    };
+    let g = 64 * MIB;
+    let rb = 0x10_0000_0000u64;
+    t.insert_remote(0, rb, g, local_of(0, rb)).unwrap();
+    assert_eq!(t.peer_granule(0), Some(g));
+    assert_eq!(direct(), 1);
+    // Three whole windows, then a range whose last window is partial.
+    let r3 = rb + 4 * g;
+    t.insert_remote(0, r3, 3 * g, local_of(0, r3)).unwrap();
+    assert_eq!(direct(), 4);
+    let rp = rb + 8 * g;
+    t.insert_remote(0, rp, 2 * g - 5, local_of(0, rp)).unwrap();
+    assert_eq!(direct(), 5);
+    let oob = Err(Error::OutOfBounds);
+    let nf = Err(Error::NotFound);
+    for (a, len, want) in [
+        (rb, g, Ok(local_of(0, rb))),
+        (rb + g - 1, 1, Ok(local_of(0, rb + g - 1))),
+        (rb + g - 1, 2, oob),
+        (rb + 5, g, oob),
+        (rb + g, 0, nf),
+        (rb - 1, 1, nf),
+        // Across windows inside one range: the record decides.
+        (r3 + g - 1, 2, Ok(local_of(0, r3 + g - 1))),
+        (r3 + 7, 3 * g - 7, Ok(local_of(0, r3 + 7))),
+        (r3 + 7, 3 * g - 6, oob),
+        (r3 + 3 * g - 1, 1, Ok(local_of(0, r3 + 3 * g - 1))),
+        (r3 + 3 * g, 0, nf),
+        // The partial window goes through the record.
+        (rp + g, g - 5, Ok(local_of(0, rp + g))),
+        (rp + 2 * g - 6, 1, Ok(local_of(0, rp + 2 * g - 6))),
+        (rp + 2 * g - 6, 2, oob),
+        (rp + 2 * g - 5, 0, nf),
+        // Bits above 2^48 fall off in the walk: the direct path checks.
+        (rb + TOP, 0, nf),
+        (rb + (1 << 50), 0, nf),
+        (rb + (1 << 60), 1, nf),
+        (rb | 1 << 63, 1, nf),
+    ] {
+        assert_eq!(t.relocate(0, a, len), want, "relocate({a:#x}, {len:#x})");
+    }
+    // A local base too high to encode: references only, same answers.
+    let rh = rb + 12 * g;
+    let high = (u64::MAX - 4 * g + 1) & !(PAGE_SIZE - 1);
+    t.insert_remote(0, rh, 2 * g, high as usize).unwrap();
+    assert_eq!(direct(), 5);
+    assert_eq!(t.relocate(0, rh + g + 3, 8), Ok((high + g + 3) as usize));
+    assert_eq!(t.relocate(0, rh + 2 * g - 1, 2), oob);
+    // Local segments never get direct entries.
+    t.insert_segment(0, rb as usize, 4 * g).unwrap();
+    assert_eq!(direct(), 5);
+    assert_eq!(
+        t.locate(rb as usize + 3 * g as usize + 9),
+        Ok((0, 3 * g + 9))
+    );
+    // Remove clears the direct entries; a re-insert maps anew.
+    t.remove_remote(0, r3).unwrap();
+    assert_eq!(direct(), 2);
+    assert_eq!(t.relocate(0, r3 + g, 1), nf);
+    t.insert_remote(0, r3, 3 * g, 0x4000_0000).unwrap();
+    assert_eq!(direct(), 5);
+    assert_eq!(
+        t.relocate(0, r3 + g + 1, 1),
+        Ok(0x4000_0000 + g as usize + 1)
+    );
+    // A rebuild (smaller granule) writes direct entries for the new windows.
+    t.insert_remote(0, rb + 20 * g, MIB, 0x10_0000).unwrap();
+    assert_eq!(t.peer_granule(0), Some(MIB));
+    assert!(direct() > 5);
+    assert_eq!(
+        t.relocate(0, r3 + g + 1, 4096),
+        Ok(0x4000_0000 + g as usize + 1)
+    );
+    assert_eq!(
+        t.relocate(0, rb + 20 * g + MIB - 1, 1),
+        Ok(0x10_0000 + MIB as usize - 1)
+    );
+    assert_eq!(t.relocate(0, rb + 20 * g + MIB - 1, 2), oob);
+}
+
 /// Index words are data: with roots, nodes and records overwritten by
 /// arbitrary (and by plausible-looking) words, lookups may answer wrongly
 /// but never read outside the storage or panic. Under Miri an out-of-bounds
