@@ -632,8 +632,8 @@ impl<S: TableStorage> Table<S> {
             return Err(Error::InvalidArgument);
         }
         let space = peer as usize + 1;
-        let (root, e) = self.walk(space, remote_addr).ok_or(Error::NotFound)?;
-        if let Some(local) = Self::direct(root, e, remote_addr, len) {
+        let (g, e) = self.walk(space, remote_addr).ok_or(Error::NotFound)?;
+        if let Some(local) = Self::direct(g, e, remote_addr, len) {
             return Ok(local);
         }
         let s = self
@@ -657,11 +657,11 @@ impl<S: TableStorage> Table<S> {
         if peer >= self.cfg.max_peers {
             return None;
         }
-        let (root, e) = self.walk(peer as usize + 1, remote_addr)?;
-        Self::direct(root, e, remote_addr, len)
+        let (g, e) = self.walk(peer as usize + 1, remote_addr)?;
+        Self::direct(g, e, remote_addr, len)
     }
 
-    /// The answer of leaf entry `e` (of the tree with root word `root`) for
+    /// The answer of leaf entry `e` (of a tree with granule shift `g`) for
     /// an access of `len` bytes at `addr`, if `e` is direct and the access
     /// stays in its window.
     ///
@@ -670,11 +670,11 @@ impl<S: TableStorage> Table<S> {
     /// end decides, which only the record knows) and `addr` must be a real
     /// address (the walk drops address bits above the tree's top level).
     #[inline(always)]
-    fn direct(root: u64, e: u64, addr: u64, len: u64) -> Option<usize> {
+    fn direct(g: u32, e: u64, addr: u64, len: u64) -> Option<usize> {
         if e & DIRECT == 0 {
             return None;
         }
-        let gmask = (1u64 << (root & ROOT_G_MASK)) - 1;
+        let gmask = (1u64 << g) - 1;
         let in_window = addr & gmask;
         if addr >= ADDR_LIMIT || len > gmask - in_window + 1 {
             return None;
@@ -800,11 +800,11 @@ impl<S: TableStorage> Table<S> {
         self.match_leaf(space, addr, e)
     }
 
-    /// The walk of [`Self::lookup`]: `(root word, leaf entry)` of the
+    /// The walk of [`Self::lookup`]: `(granule shift, leaf entry)` of the
     /// window of `addr` in the tree of `space`; `None` if the walk meets an
     /// empty (or bad) node reference.
     #[inline(always)]
-    fn walk(&self, space: usize, addr: u64) -> Option<(u64, u64)> {
+    fn walk(&self, space: usize, addr: u64) -> Option<(u32, u64)> {
         debug_assert!(space <= self.cfg.max_peers as usize);
         // SAFETY: `space <= max_peers` (callers check the peer), and the
         // root region holds `1 + max_peers` words.
@@ -838,7 +838,7 @@ impl<S: TableStorage> Table<S> {
             // (`new` checked the length, `TableStorage` keeps it).
             let e = unsafe { st.get_unchecked(node + slot) }.load(Acquire);
             if hops == 0 {
-                return Some((root, e));
+                return Some(((root & ROOT_G_MASK) as u32, e));
             }
             hops -= 1;
             // Interior entries hold the child's node word index (0: empty,
