@@ -984,8 +984,8 @@ pub unsafe extern "C" fn mcshm_table_relocate(
         return bad_handle_or_out(t, out);
     }
     // The fast path: a direct leaf entry answers (the common case for ranges
-    // of a few granules or more). It calls nothing, so it needs no stack
-    // frame; everything else, errors included, goes to `relocate_slow`.
+    // of a few granules or more). It calls nothing and reads no record;
+    // everything else, errors included, goes to `relocate_slow` out of line.
     // It cannot panic (no checked operation), but is caught anyway: a panic
     // there would just take the slow path, which reports it.
     let fast = catch_unwind(AssertUnwindSafe(|| {

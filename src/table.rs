@@ -649,8 +649,8 @@ impl<S: TableStorage> Table<S> {
 
     /// [`Self::relocate`]'s answer if the leaf entry alone gives it (a
     /// direct entry, an access inside its window), else `None`: then
-    /// [`Self::relocate`] is needed. Calls nothing and does not touch the
-    /// records, so the C ABI's fast path needs few registers.
+    /// [`Self::relocate`] is needed. Calls nothing and reads no record: the
+    /// C ABI's fast path, which leaves the rest to an out-of-line call.
     #[cfg(feature = "capi")]
     #[inline(always)]
     pub(crate) fn relocate_direct(&self, peer: u32, remote_addr: u64, len: u64) -> Option<usize> {
