@@ -980,41 +980,6 @@ pub unsafe extern "C" fn mcshm_table_relocate(
     len: u64,
     out: *mut *mut c_void,
 ) -> i32 {
-    if !handle_and_out_ok(t, out) {
-        return bad_handle_or_out(t, out);
-    }
-    // The fast path: a direct leaf entry answers (the common case for ranges
-    // of a few granules or more). It calls nothing and reads no record;
-    // everything else, errors included, goes to `relocate_slow` out of line.
-    // It cannot panic (no checked operation), but is caught anyway: a panic
-    // there would just take the slow path, which reports it.
-    let fast = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: non-null and aligned (checked above); live per the contract.
-        let table = unsafe { &(*t).table };
-        table.relocate_direct(peer, remote_addr, len)
-    }));
-    if let Ok(Some(addr)) = fast {
-        // SAFETY: non-null and aligned (checked above); writable per the contract.
-        unsafe { out.write(core::ptr::with_exposed_provenance_mut(addr)) };
-        return MCSHM_OK;
-    }
-    // SAFETY: per this function's contract.
-    unsafe { relocate_slow(t, peer, remote_addr, len, out) }
-}
-
-/// `mcshm_table_relocate` through the records: every lookup its fast path
-/// does not answer.
-///
-/// # Safety
-/// As `mcshm_table_relocate`.
-#[inline(never)]
-unsafe fn relocate_slow(
-    t: *const mcshm_table,
-    peer: u32,
-    remote_addr: u64,
-    len: u64,
-    out: *mut *mut c_void,
-) -> i32 {
     // SAFETY: per this function's contract.
     unsafe { lookup_into(t, out, |t| t.relocate(peer, remote_addr, len)) }
 }

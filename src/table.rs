@@ -636,6 +636,7 @@ impl<S: TableStorage> Table<S> {
         if let Some(local) = Self::direct(g, e, remote_addr, len) {
             return Ok(local);
         }
+        // Everything else goes through the record(s) of the entry.
         let s = self
             .match_leaf(space, remote_addr, e)
             .ok_or(Error::NotFound)?;
@@ -645,20 +646,6 @@ impl<S: TableStorage> Table<S> {
             return Err(Error::OutOfBounds);
         }
         Ok(s.value.wrapping_add(off) as usize)
-    }
-
-    /// [`Self::relocate`]'s answer if the leaf entry alone gives it (a
-    /// direct entry, an access inside its window), else `None`: then
-    /// [`Self::relocate`] is needed. Calls nothing and reads no record: the
-    /// C ABI's fast path, which leaves the rest to an out-of-line call.
-    #[cfg(feature = "capi")]
-    #[inline(always)]
-    pub(crate) fn relocate_direct(&self, peer: u32, remote_addr: u64, len: u64) -> Option<usize> {
-        if peer >= self.cfg.max_peers {
-            return None;
-        }
-        let (g, e) = self.walk(peer as usize + 1, remote_addr)?;
-        Self::direct(g, e, remote_addr, len)
     }
 
     /// The answer of leaf entry `e` (of a tree with granule shift `g`) for
