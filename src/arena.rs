@@ -1024,7 +1024,7 @@ impl<S: ArenaStorage> Arena<S> {
     /// [`Error::BadAlignment`], [`Error::Exhausted`] (no free block fits),
     /// [`Error::MetadataFull`] (a fitting block exists but splitting it needs
     /// a record the storage does not have; nothing is changed).
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&self, size: u64, align: u64) -> Result<u64> {
         let (rsize, align) = request(size, align, self.capacity)?;
         self.lock().tlsf.alloc(rsize, align)
@@ -1041,7 +1041,7 @@ impl<S: ArenaStorage> Arena<S> {
     /// handed out again at the same offset, a stale second free releases
     /// the new block. [`Error::InvalidOffset`] if `offset >= capacity` or is
     /// not the start of an allocated block (nor recently freed).
-    #[inline]
+    #[inline(always)]
     pub fn free(&self, offset: u64) -> Result<()> {
         if offset >= self.capacity || offset & (GRANULE - 1) != 0 {
             return Err(Error::InvalidOffset);

@@ -148,10 +148,10 @@ impl<S: ArenaStorage> ShardedArena<S> {
     /// shard had room but no record to split it.
     #[inline]
     pub fn alloc(&self, size: u64, align: u64) -> Result<u64> {
-        if self.n == 1 {
-            return self.first.0.alloc(size, align);
+        if self.n != 1 {
+            return self.alloc_from(preferred::get(self.n), size, align, true);
         }
-        self.alloc_from(preferred::get(self.n), size, align, true)
+        self.first.0.alloc(size, align)
     }
 
     /// [`alloc`](Self::alloc) starting at shard `hint % shards()` instead of
@@ -160,6 +160,7 @@ impl<S: ArenaStorage> ShardedArena<S> {
         self.alloc_from(hint % self.n, size, align, false)
     }
 
+    #[inline(never)]
     fn alloc_from(&self, first: usize, size: u64, align: u64, learn: bool) -> Result<u64> {
         let (rsize, align) = request(size, align, self.capacity)?;
         let n = self.n;
@@ -217,6 +218,13 @@ impl<S: ArenaStorage> ShardedArena<S> {
             // One shard: its range is the whole capacity, which it checks.
             return self.first.0.free(offset);
         }
+        self.free_routed(offset)
+    }
+
+    /// [`free`](Self::free) with several shards. Out of line, so that the
+    /// one-shard path above inlines one copy of [`Arena::free`], not two.
+    #[inline(never)]
+    fn free_routed(&self, offset: u64) -> Result<()> {
         if offset >= self.capacity {
             return Err(Error::InvalidOffset);
         }
