@@ -298,12 +298,52 @@ pub unsafe fn madvise(ptr: NonNull<u8>, len: usize, advice: c_int) -> Result<()>
 /// Mappings at least this large ask for transparent huge pages.
 const HUGE_PAGE_HINT_MIN: usize = 2 << 20;
 
+/// A fresh private anonymous read-write mapping of `bytes` bytes (zeroed).
+fn map_anon(bytes: usize) -> Result<NonNull<u8>> {
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+    // SAFETY: NULL hint without MAP_FIXED: the kernel picks an unused range;
+    // nothing existing is affected.
+    let p = unsafe { libc::mmap(core::ptr::null_mut(), bytes, prot, flags, -1, 0) };
+    if p == libc::MAP_FAILED {
+        return Err(last_error());
+    }
+    NonNull::new(p.cast::<u8>()).ok_or(Error::Os(libc::EINVAL))
+}
+
+/// [`map_anon`] of `bytes` bytes starting on an `align` boundary (a power
+/// of two above the page size): maps `bytes + align`, then unmaps the
+/// unaligned head and the tail.
+fn map_aligned(bytes: usize, align: usize) -> Result<NonNull<u8>> {
+    let reserve = bytes.checked_add(align).ok_or(Error::InvalidArgument)?;
+    let p = map_anon(reserve)?;
+    let start = p.as_ptr().addr();
+    let head = start.next_multiple_of(align) - start;
+    let tail = reserve - head - bytes;
+    if head != 0 {
+        // SAFETY: the first `head` bytes of the mapping just made; nothing
+        // refers to them.
+        let _ = unsafe { munmap(p, head) };
+    }
+    // SAFETY: `head < align <= reserve - bytes`, so `p + head` lies inside
+    // the mapping, with `bytes` mapped bytes after it.
+    let aligned = unsafe { p.add(head) };
+    if tail != 0 {
+        // SAFETY: the last `tail` bytes of the mapping; nothing refers to
+        // them. `aligned + bytes` is inside or one past it.
+        let _ = unsafe { munmap(aligned.add(bytes), tail) };
+    }
+    Ok(aligned)
+}
+
 /// A zeroed, private, anonymous mapping of `len` values of `T`: metadata
 /// storage for the pure layers (`MAP_PRIVATE | MAP_ANONYMOUS`, unmapped on
 /// drop). Behaves like a `Box<[T]>` that needs no allocator.
 pub struct AnonMap<T: ZeroValid> {
     ptr: NonNull<T>,
     len: usize,
+    /// Bytes mapped at `ptr` (at least `len * size_of::<T>()`).
+    mapped: usize,
     _t: PhantomData<T>,
 }
 
@@ -326,26 +366,30 @@ impl<T: ZeroValid> AnonMap<T> {
         if bytes == 0 || core::mem::align_of::<T>() > page_size() {
             return Err(Error::InvalidArgument);
         }
-        let prot = libc::PROT_READ | libc::PROT_WRITE;
-        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
-        // SAFETY: NULL hint without MAP_FIXED: the kernel picks an unused
-        // range; nothing existing is affected.
-        let p = unsafe { libc::mmap(core::ptr::null_mut(), bytes, prot, flags, -1, 0) };
-        if p == libc::MAP_FAILED {
-            return Err(last_error());
-        }
-        let ptr = NonNull::new(p.cast::<T>()).ok_or(Error::Os(libc::EINVAL))?;
-        if bytes >= HUGE_PAGE_HINT_MIN {
-            // Metadata lookups (arena index, translation table nodes) land on
-            // scattered pages; transparent huge pages keep them in a few TLB
-            // entries. Best effort: THP may be disabled, which is fine.
-            // SAFETY: `p` is the start of the `bytes`-long mapping just made,
-            // and MADV_HUGEPAGE changes no content.
-            let _ = unsafe { madvise(ptr.cast::<u8>(), bytes, libc::MADV_HUGEPAGE) };
-        }
+        // Metadata lookups (arena index, translation table nodes) land on
+        // scattered pages; transparent huge pages keep them in a few TLB
+        // entries (a miss costs a two-dimensional page walk under a
+        // hypervisor). THP only backs whole aligned 2 MiB extents, so a
+        // large map is placed on a 2 MiB boundary and rounded up to a
+        // multiple of 2 MiB: otherwise which part of it gets huge pages
+        // depends on where the kernel happened to put it.
+        let (ptr, mapped) = if bytes >= HUGE_PAGE_HINT_MIN {
+            let mapped = bytes
+                .checked_next_multiple_of(HUGE_PAGE_HINT_MIN)
+                .ok_or(Error::InvalidArgument)?;
+            let p = map_aligned(mapped, HUGE_PAGE_HINT_MIN)?;
+            // Best effort: THP may be disabled, which is fine.
+            // SAFETY: `p` is the start of the `mapped`-long mapping just
+            // made, and MADV_HUGEPAGE changes no content.
+            let _ = unsafe { madvise(p, mapped, libc::MADV_HUGEPAGE) };
+            (p, mapped)
+        } else {
+            (map_anon(bytes)?, bytes)
+        };
         Ok(AnonMap {
-            ptr,
+            ptr: ptr.cast::<T>(),
             len,
+            mapped,
             _t: PhantomData,
         })
     }
@@ -380,15 +424,14 @@ impl<T: ZeroValid> DerefMut for AnonMap<T> {
 
 impl<T: ZeroValid> Drop for AnonMap<T> {
     fn drop(&mut self) {
-        let bytes = self.len * core::mem::size_of::<T>();
         let elems = core::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len);
         // SAFETY: the `len` elements are initialized (see `deref`) and owned
         // by `self`; they are dropped exactly once, here (a no-op for the
         // usual plain-integer `ZeroValid` types).
         unsafe { core::ptr::drop_in_place(elems) };
-        // SAFETY: we own this mapping of `bytes` bytes, its elements were
+        // SAFETY: we own this mapping of `mapped` bytes, its elements were
         // just dropped, and no borrow of it can outlive `self`.
-        let _ = unsafe { munmap(self.ptr.cast::<u8>(), bytes) };
+        let _ = unsafe { munmap(self.ptr.cast::<u8>(), self.mapped) };
     }
 }
 
