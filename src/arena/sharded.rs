@@ -160,26 +160,52 @@ impl<S: ArenaStorage> ShardedArena<S> {
         self.alloc_from(hint % self.n, size, align, false)
     }
 
+    /// Tries shard `first` if its lock is free right now (the common case:
+    /// one copy of [`Arena`]'s allocation path), else [`Self::alloc_search`].
     #[inline(never)]
     fn alloc_from(&self, first: usize, size: u64, align: u64, learn: bool) -> Result<u64> {
         let (rsize, align) = request(size, align, self.capacity)?;
+        let err = match self.shard(first).try_lock() {
+            Some(mut l) => match l.tlsf.alloc(rsize, align) {
+                Ok(off) => return Ok(self.start(first) + off),
+                Err(e) => Some(e),
+            },
+            None => None,
+        };
+        self.alloc_search(first, rsize, align, learn, err)
+    }
+
+    /// The other shards, starting after `first`: those whose lock is free
+    /// right now, then, waiting for each, the busy ones (`first` included
+    /// unless it already answered `tried`).
+    #[inline(never)]
+    fn alloc_search(
+        &self,
+        first: usize,
+        rsize: u64,
+        align: u64,
+        learn: bool,
+        tried: Option<Error>,
+    ) -> Result<u64> {
         let n = self.n;
-        let mut err = Error::Exhausted;
-        let mut busy = 0u32;
-        // First pass: shards whose lock is free right now, from `first` on.
-        for j in 0..n {
-            let k = if first + j >= n {
+        let mut err = tried.unwrap_or(Error::Exhausted);
+        let mut busy = u32::from(tried.is_none()) << first;
+        let next = |j: usize| {
+            if first + j >= n {
                 first + j - n
             } else {
                 first + j
-            };
+            }
+        };
+        for j in 1..n {
+            let k = next(j);
             let Some(mut l) = self.shard(k).try_lock() else {
                 busy |= 1 << k;
                 continue;
             };
             match l.tlsf.alloc(rsize, align) {
                 Ok(off) => {
-                    if learn && k != first {
+                    if learn {
                         preferred::set(k, n);
                     }
                     return Ok(self.start(k) + off);
@@ -187,13 +213,8 @@ impl<S: ArenaStorage> ShardedArena<S> {
                 Err(e) => err = worse(err, e),
             }
         }
-        // Second pass: wait for the shards that were busy.
         for j in 0..n {
-            let k = if first + j >= n {
-                first + j - n
-            } else {
-                first + j
-            };
+            let k = next(j);
             if busy & (1 << k) == 0 {
                 continue;
             }
