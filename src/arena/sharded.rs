@@ -197,6 +197,14 @@ impl<S: ArenaStorage> ShardedArena<S> {
                 first + j
             }
         };
+        // A block from shard `k`: the offset in the pool, and (for a thread
+        // that moved) the new preference.
+        let found = |k: usize, off: u64| {
+            if learn && k != first {
+                preferred::set(k, n);
+            }
+            Ok(self.start(k) + off)
+        };
         for j in 1..n {
             let k = next(j);
             let Some(mut l) = self.shard(k).try_lock() else {
@@ -204,12 +212,7 @@ impl<S: ArenaStorage> ShardedArena<S> {
                 continue;
             };
             match l.tlsf.alloc(rsize, align) {
-                Ok(off) => {
-                    if learn {
-                        preferred::set(k, n);
-                    }
-                    return Ok(self.start(k) + off);
-                }
+                Ok(off) => return found(k, off),
                 Err(e) => err = worse(err, e),
             }
         }
@@ -219,12 +222,7 @@ impl<S: ArenaStorage> ShardedArena<S> {
                 continue;
             }
             match self.shard(k).lock().tlsf.alloc(rsize, align) {
-                Ok(off) => {
-                    if learn && k != first {
-                        preferred::set(k, n);
-                    }
-                    return Ok(self.start(k) + off);
-                }
+                Ok(off) => return found(k, off),
                 Err(e) => err = worse(err, e),
             }
         }
