@@ -204,46 +204,18 @@ fn churn(c: &mut Criterion) {
     g.finish();
 }
 
-/// What the thread benches need of an arena.
-trait Allocator: Sync {
-    fn alloc(&self, size: u64, align: u64) -> mooncake_shm::Result<u64>;
-    fn free(&self, offset: u64) -> mooncake_shm::Result<()>;
-}
+/// What the thread benches run on: `Pool`'s arena, with `shards` shards
+/// (each on cache lines of its own) over `CAPACITY`, 1024 blocks each.
+type Sharded = ShardedArena<Vec<ArenaSlot>>;
 
-impl Allocator for Arena<Vec<ArenaSlot>> {
-    fn alloc(&self, size: u64, align: u64) -> mooncake_shm::Result<u64> {
-        Arena::alloc(self, size, align)
-    }
-    fn free(&self, offset: u64) -> mooncake_shm::Result<()> {
-        Arena::free(self, offset)
-    }
-}
-
-impl Allocator for ShardedArena<Vec<ArenaSlot>> {
-    fn alloc(&self, size: u64, align: u64) -> mooncake_shm::Result<u64> {
-        ShardedArena::alloc(self, size, align)
-    }
-    fn free(&self, offset: u64) -> mooncake_shm::Result<()> {
-        ShardedArena::free(self, offset)
-    }
-}
-
-/// An arena on cache lines of its own (two arenas side by side in a `Vec`
-/// would share the line holding both locks).
-#[repr(align(128))]
-struct Padded(Arena<Vec<ArenaSlot>>);
-
-impl Allocator for Padded {
-    fn alloc(&self, size: u64, align: u64) -> mooncake_shm::Result<u64> {
-        self.0.alloc(size, align)
-    }
-    fn free(&self, offset: u64) -> mooncake_shm::Result<()> {
-        self.0.free(offset)
-    }
+fn sharded_arena(shards: usize) -> Sharded {
+    let slots = Arena::<Vec<ArenaSlot>>::slots_for(1024);
+    ShardedArena::new(CAPACITY, (0..shards).map(|_| vec![ArenaSlot::EMPTY; slots]))
+        .expect("sharded arena")
 }
 
 /// Runs `iters` alloc+free pairs of `sizes` on `arena`.
-fn arena_pairs(arena: &impl Allocator, sizes: &[u64], iters: u64) {
+fn arena_pairs(arena: &Sharded, sizes: &[u64], iters: u64) {
     for i in 0..iters as usize {
         let off = arena.alloc(black_box(sizes[i % SEQ]), ALIGN).unwrap();
         arena.free(black_box(off)).unwrap();
@@ -279,11 +251,9 @@ fn timed_parallel<F: Fn(usize) + Sync>(threads: usize, work: F) -> Duration {
 fn threads(c: &mut Criterion) {
     let mut g = c.benchmark_group("threads");
     let sizes: Vec<Vec<u64>> = (0..2).map(|t| random_sizes(SEQ, 0x7 + t)).collect();
-    let slots = Arena::<Vec<ArenaSlot>>::slots_for(1024);
-    let sharded = ShardedArena::new(CAPACITY, (0..2).map(|_| vec![ArenaSlot::EMPTY; slots]))
-        .expect("sharded arena");
-    let shared = vec_arena(CAPACITY, 1024);
-    let private: Vec<_> = (0..2).map(|_| Padded(vec_arena(CAPACITY, 1024))).collect();
+    let sharded = sharded_arena(2);
+    let shared = sharded_arena(1);
+    let private: Vec<_> = (0..2).map(|_| sharded_arena(1)).collect();
     // Whether `threads/arena_shared` was really measured (not filtered out).
     let mut measured = false;
 
@@ -334,7 +304,7 @@ fn threads(c: &mut Criterion) {
     // The scaling target: two threads together vs one thread, alloc+free
     // throughput, median of several side-by-side runs.
     const PAIRS: u64 = 1 << 20;
-    fn ratio<A: Allocator>(arenas: [&A; 2], sizes: &[Vec<u64>]) -> f64 {
+    fn ratio(arenas: [&Sharded; 2], sizes: &[Vec<u64>]) -> f64 {
         let mut r: Vec<f64> = (0..7)
             .map(|_| {
                 let one = timed_parallel(1, |_| arena_pairs(arenas[0], &sizes[0], PAIRS));
