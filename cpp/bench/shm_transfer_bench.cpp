@@ -1,8 +1,11 @@
 // shm_transfer_bench: copy bandwidth between two buffers allocated in ONE
 // mooncake-shm pool (through the C ABI) vs between two anonymous mmap
-// buffers. Both sides are written once before timing; pool and anonymous
-// samples alternate to cancel drift. Small copies are timed in batches so a
-// sample lasts at least ~64 KiB of copying; each sample is the batch mean.
+// buffers. Both sides are written once before timing, their first touches
+// interleaved (see `Sides`); pool and anonymous samples alternate to cancel
+// drift, and the sweep runs in rounds over freshly mapped buffers so that no
+// side keeps one lucky or unlucky set of physical pages. Small copies are
+// timed in batches so a sample lasts at least ~64 KiB of copying; each
+// sample is the batch mean.
 #include <gflags/gflags.h>
 
 #include <algorithm>
@@ -30,6 +33,13 @@ DEFINE_uint64(max_bytes_per_size, 8ULL << 30,
 DEFINE_string(json, "", "Also write the results as JSON to this file");
 DEFINE_uint64(seed, 42, "Seed of the data pattern");
 DEFINE_int32(min_batch_kb, 64, "Small copies are batched so one sample copies >= this many KiB");
+DEFINE_string(fault_order, "interleaved",
+              "Which side's pages are faulted in first: interleaved (2 MiB chunks taken in "
+              "turn), pool_first (a MCSHM_POOL_PREFAULT pool, then the anonymous buffers) or "
+              "anon_first");
+DEFINE_int32(rounds, 3,
+             "Rounds, each with freshly mapped buffers on both sides; the transfers of a size "
+             "are split between them and their samples pooled (averages out where pages land)");
 
 namespace {
 
@@ -74,6 +84,60 @@ struct AnonBuffer {
     return p != MAP_FAILED;
   }
   char* get() const { return static_cast<char*>(p); }
+};
+
+// The pool holds both buffers plus room for its own metadata rounding.
+uint64_t poolCapacity(std::size_t max_size) { return 2 * uint64_t(max_size) + (2u << 20); }
+
+// Where a page lands in physical memory depends on when it is first touched,
+// and on this kind of (virtual) machine that alone moves large copies by
+// several percent: whichever side is faulted in first copies slower. The
+// interleaved order touches the two sides in turn, 2 MiB at a time, so both
+// get the same mix; pool_first and anon_first show the effect.
+struct Sides {
+  AnonBuffer a_src, a_dst;
+  mcshm_bench::Pool pool;
+  char* p_src = nullptr;
+  char* p_dst = nullptr;
+
+  // Maps both sides and writes every byte once (a pattern in src, zeros in
+  // dst); returns "" or an error message.
+  std::string setUp(const std::string& order, std::size_t max_size) {
+    if (!a_src.map(max_size) || !a_dst.map(max_size))
+      return std::string("anonymous mmap of ") + std::to_string(max_size) +
+             " bytes: " + std::strerror(errno);
+    if (order == "anon_first") touch(a_src.get(), a_dst.get(), 0, max_size);
+    const uint32_t flags = order == "interleaved" ? 0 : MCSHM_POOL_PREFAULT;
+    std::string err;
+    if (pool.create("xfer", poolCapacity(max_size), flags, 0, &err) != MCSHM_OK)
+      return "pool: " + err;
+    uint64_t off_src = 0, off_dst = 0;
+    void* v_src = nullptr;
+    void* v_dst = nullptr;
+    int32_t rc = mcshm_pool_alloc(pool.get(), max_size, 4096, &off_src);
+    const char* what = "mcshm_pool_alloc";
+    if (rc == MCSHM_OK) rc = mcshm_pool_alloc(pool.get(), max_size, 4096, &off_dst);
+    if (rc == MCSHM_OK) {
+      what = "mcshm_pool_ptr";
+      rc = mcshm_pool_ptr(pool.get(), off_src, max_size, &v_src);
+    }
+    if (rc == MCSHM_OK) rc = mcshm_pool_ptr(pool.get(), off_dst, max_size, &v_dst);
+    if (rc != MCSHM_OK) return "pool: " + mcshm_bench::describeError(what, rc);
+    p_src = static_cast<char*>(v_src);
+    p_dst = static_cast<char*>(v_dst);
+    const std::size_t chunk = order == "interleaved" ? std::size_t(2) << 20 : max_size;
+    for (std::size_t at = 0; at < max_size; at += chunk) {
+      const std::size_t n = std::min(chunk, max_size - at);
+      if (order != "anon_first") touch(a_src.get(), a_dst.get(), at, n);
+      touch(p_src, p_dst, at, n);
+    }
+    return "";
+  }
+
+  static void touch(char* src, char* dst, std::size_t at, std::size_t n) {
+    fillPattern(src + at, n, FLAGS_seed + at);
+    std::memset(dst + at, 0, n);
+  }
 };
 
 // One timed sample: `reps` copies of `size` bytes; returns ns per copy.
@@ -145,110 +209,102 @@ int main(int argc, char** argv) {
     return rep.ok() ? 0 : 1;
   };
 
-  // Anonymous side.
-  AnonBuffer a_src, a_dst;
-  if (!a_src.map(max_size) || !a_dst.map(max_size)) {
-    rep.error(std::string("anonymous mmap of ") + std::to_string(max_size) + " bytes: " +
-              std::strerror(errno));
+  const std::string order = FLAGS_fault_order;
+  if (order != "interleaved" && order != "pool_first" && order != "anon_first") {
+    rep.error("invalid --fault_order=" + order +
+              " (want interleaved, pool_first or anon_first)");
     return finish();
   }
-  // Pool side: src and dst from one pool.
-  const uint64_t slack = 2u << 20;
-  const uint64_t capacity = 2 * uint64_t(max_size) + slack;
-  mcshm_bench::Pool pool;
-  std::string err;
-  std::printf("pool: %llu MiB, MCSHM_POOL_PREFAULT; anonymous: 2 x %zu MiB\n",
-              static_cast<unsigned long long>(capacity >> 20), max_size >> 20);
-  if (pool.create("xfer", capacity, MCSHM_POOL_PREFAULT, 0, &err) != MCSHM_OK) {
-    rep.error("pool: " + err);
+  if (FLAGS_rounds <= 0) {
+    rep.error("invalid --rounds=" + std::to_string(FLAGS_rounds) + " (want >= 1)");
     return finish();
   }
-  uint64_t off_src = 0, off_dst = 0;
-  int32_t rc = mcshm_pool_alloc(pool.get(), max_size, 4096, &off_src);
-  if (rc == MCSHM_OK) rc = mcshm_pool_alloc(pool.get(), max_size, 4096, &off_dst);
-  if (rc != MCSHM_OK) {
-    rep.error("pool: " + mcshm_bench::describeError("mcshm_pool_alloc", rc));
-    return finish();
-  }
-  char* p_src = nullptr;
-  char* p_dst = nullptr;
-  {
-    void* v = nullptr;
-    rc = mcshm_pool_ptr(pool.get(), off_src, max_size, &v);
-    p_src = static_cast<char*>(v);
-    if (rc == MCSHM_OK) {
-      rc = mcshm_pool_ptr(pool.get(), off_dst, max_size, &v);
-      p_dst = static_cast<char*>(v);
-    }
-    if (rc != MCSHM_OK) {
-      rep.error("pool: " + mcshm_bench::describeError("mcshm_pool_ptr", rc));
-      return finish();
-    }
-  }
+  rep.config("fault_order", order);
 
-  // Prefault: write every byte once on both sides.
-  fillPattern(p_src, max_size, FLAGS_seed);
-  fillPattern(a_src.get(), max_size, FLAGS_seed);
-  std::memset(p_dst, 0, max_size);
-  std::memset(a_dst.get(), 0, max_size);
+  std::printf("pool: %llu MiB%s; anonymous: 2 x %zu MiB; fault order: %s; %d round(s)\n",
+              static_cast<unsigned long long>(poolCapacity(max_size) >> 20),
+              order == "interleaved" ? "" : ", MCSHM_POOL_PREFAULT", max_size >> 20,
+              order.c_str(), FLAGS_rounds);
+  rep.config("rounds", FLAGS_rounds);
+
+  // Per size: the samples of every round, pooled.
+  std::vector<std::vector<double>> s_pool(sizes.size()), s_anon(sizes.size());
+  std::vector<std::size_t> transfers(sizes.size()), per_sample(sizes.size());
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    std::size_t t = std::size_t(FLAGS_num_transfers);
+    if (FLAGS_max_bytes_per_size > 0)
+      t = std::max<std::size_t>(1, std::min<std::size_t>(t, FLAGS_max_bytes_per_size / sizes[i]));
+    transfers[i] = t;
+    const std::size_t min_batch = std::size_t(std::max(1, FLAGS_min_batch_kb)) * 1024;
+    const std::size_t b = FLAGS_verify_data ? 1 : std::max<std::size_t>(1, min_batch / sizes[i]);
+    per_sample[i] = std::min(b, t);
+  }
 
   bool verify_failed = false;
   uint64_t stamp = FLAGS_seed * 1000003;
+  for (int round = 0; round < FLAGS_rounds && !verify_failed; ++round) {
+    // Fresh buffers (fresh physical pages) every round.
+    Sides sides;
+    std::string err = sides.setUp(order, max_size);
+    if (!err.empty()) {
+      rep.error(err);
+      return finish();
+    }
+    char* const p_src = sides.p_src;
+    char* const p_dst = sides.p_dst;
+    char* const a_src = sides.a_src.get();
+    char* const a_dst = sides.a_dst.get();
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      const std::size_t size = sizes[i];
+      // This round's share of the transfers (round 0 takes the remainder).
+      const std::size_t share = transfers[i] / std::size_t(FLAGS_rounds) +
+                                (round == 0 ? transfers[i] % std::size_t(FLAGS_rounds) : 0);
+      // one untimed warm-up copy each
+      copyBytes(p_dst, p_src, size);
+      copyBytes(a_dst, a_src, size);
+      for (std::size_t done = 0, s = 0; done < share; done += per_sample[i], ++s) {
+        // the last sample takes the remainder so exactly `share` copies run
+        const std::size_t reps = std::min(per_sample[i], share - done);
+        if (s % 2 == 0) {
+          s_pool[i].push_back(sample(p_dst, p_src, size, reps, stamp, &verify_failed));
+          s_anon[i].push_back(sample(a_dst, a_src, size, reps, stamp, &verify_failed));
+        } else {
+          s_anon[i].push_back(sample(a_dst, a_src, size, reps, stamp, &verify_failed));
+          s_pool[i].push_back(sample(p_dst, p_src, size, reps, stamp, &verify_failed));
+        }
+        stamp += reps;
+      }
+      if (verify_failed) {
+        rep.error("VERIFY FAILED: destination differs from source at size " +
+                  std::to_string(size));
+        break;
+      }
+    }
+  }
+
   double ratio_small = 0, ratio_large = 0, min_ratio = 1e9;
   double pool_gbps_large = 0, anon_gbps_large = 0;
-  for (std::size_t size : sizes) {
-    std::size_t transfers = std::size_t(FLAGS_num_transfers);
-    if (FLAGS_max_bytes_per_size > 0)
-      transfers = std::max<std::size_t>(
-          1, std::min<std::size_t>(transfers, FLAGS_max_bytes_per_size / size));
-    const std::size_t min_batch = std::size_t(std::max(1, FLAGS_min_batch_kb)) * 1024;
-    std::size_t per_sample = FLAGS_verify_data ? 1 : std::max<std::size_t>(1, min_batch / size);
-    per_sample = std::min(per_sample, transfers);
-    const std::size_t samples = (transfers + per_sample - 1) / per_sample;
-
-    std::vector<double> s_pool, s_anon;
-    s_pool.reserve(samples);
-    s_anon.reserve(samples);
-    // one untimed warm-up copy each
-    copyBytes(p_dst, p_src, size);
-    copyBytes(a_dst.get(), a_src.get(), size);
-    for (std::size_t s = 0; s < samples; ++s) {
-      // the last sample takes the remainder so exactly `transfers` copies run
-      const std::size_t reps = std::min(per_sample, transfers - s * per_sample);
-      if (s % 2 == 0) {
-        s_pool.push_back(sample(p_dst, p_src, size, reps, stamp, &verify_failed));
-        s_anon.push_back(sample(a_dst.get(), a_src.get(), size, reps, stamp, &verify_failed));
-      } else {
-        s_anon.push_back(sample(a_dst.get(), a_src.get(), size, reps, stamp, &verify_failed));
-        s_pool.push_back(sample(p_dst, p_src, size, reps, stamp, &verify_failed));
-      }
-      stamp += reps;
-    }
-    if (verify_failed) {
-      rep.error("VERIFY FAILED: destination differs from source at size " +
-                std::to_string(size));
-      break;
-    }
-
+  for (std::size_t i = 0; i < sizes.size() && !verify_failed; ++i) {
+    const std::size_t size = sizes[i];
     char label[64];
     if (size >= (1u << 20))
       std::snprintf(label, sizeof(label), "%zu MiB", size >> 20);
     else
       std::snprintf(label, sizeof(label), "%zu KiB", size >> 10);
-    const std::string note = std::to_string(transfers) + " transfers, batch " +
-                             std::to_string(per_sample);
+    const std::string note = std::to_string(transfers[i]) + " transfers, batch " +
+                             std::to_string(per_sample[i]);
     Row ra;
     ra.group = std::string("size ") + label;
     ra.operation = std::string("anonymous mmap ") + (FLAGS_use_memcpy ? "memcpy" : "std::copy");
-    ra.stats = summarize(s_anon);
+    ra.stats = summarize(s_anon[i]);
     ra.unit_note = note;
     ra.throughput = double(size) / ra.stats.median;  // bytes/ns == GB/s
     ra.throughput_unit = "GB/s";
     ra.extra.emplace_back("size_bytes", double(size));
-    ra.extra.emplace_back("transfers", double(transfers));
+    ra.extra.emplace_back("transfers", double(transfers[i]));
     Row rp = ra;
     rp.operation = std::string("pool ") + (FLAGS_use_memcpy ? "memcpy" : "std::copy");
-    rp.stats = summarize(s_pool);
+    rp.stats = summarize(s_pool[i]);
     rp.throughput = double(size) / rp.stats.median;
     const double ratio = rp.throughput / ra.throughput;
     rp.speedup = ratio;
@@ -261,9 +317,9 @@ int main(int argc, char** argv) {
     anon_gbps_large = ra.throughput;
     min_ratio = std::min(min_ratio, ratio);
     std::printf("  %-8s pool %7.2f GB/s  anon %7.2f GB/s  ratio %.3f  (%zu transfers)\n", label,
-                rp.throughput, ra.throughput, ratio, transfers);
-    std::fflush(stdout);
+                rp.throughput, ra.throughput, ratio, transfers[i]);
   }
+  std::fflush(stdout);
   rep.note(std::string("copy routine: ") + routine);
   rep.note("latency = median over samples of the mean copy time within a sample (small sizes "
            "are batched to >= " + std::to_string(FLAGS_min_batch_kb) +
@@ -299,6 +355,5 @@ int main(int argc, char** argv) {
     rep.summary("anon_gbps_largest_size", anon_gbps_large, "GB/s");
     if (FLAGS_verify_data) rep.summaryText("verify_data", "passed");
   }
-  pool.reset();
   return finish();
 }
