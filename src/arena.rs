@@ -324,17 +324,31 @@ fn align_up(x: u64, align: u64) -> u64 {
 /// `(size rounded up to the granule, effective alignment)`.
 #[inline(always)]
 fn request(size: u64, align: u64, capacity: u64) -> Result<(u64, u64)> {
-    if size == 0 {
-        return Err(Error::ZeroSize);
-    }
-    if align > MAX_ALIGN || (align != 0 && !align.is_power_of_two()) {
-        return Err(Error::BadAlignment);
-    }
-    if size > capacity {
-        return Err(Error::TooLarge);
+    // One branch for the three checks: `size - 1 >= capacity` iff the size
+    // is zero or above the capacity; `align & (align - 1)` is nonzero iff
+    // `align` is neither zero nor a power of two. `request_error` then says
+    // which check failed.
+    let bad_size = size.wrapping_sub(1) >= capacity;
+    let bad_align = (align & align.wrapping_sub(1) != 0) | (align > MAX_ALIGN);
+    if bad_size | bad_align {
+        return Err(request_error(size, align));
     }
     // No overflow: size <= capacity <= 2^62.
     Ok((align_up(size, GRANULE), align.max(GRANULE)))
+}
+
+/// The error of a request [`request`] rejected, in the order the checks
+/// are documented: zero size, then bad alignment, then too large.
+#[cold]
+#[inline(never)]
+fn request_error(size: u64, align: u64) -> Error {
+    if size == 0 {
+        Error::ZeroSize
+    } else if align > MAX_ALIGN || (align != 0 && !align.is_power_of_two()) {
+        Error::BadAlignment
+    } else {
+        Error::TooLarge
+    }
 }
 
 /// Largest supported alignment (the page size), [`Arena::MAX_ALIGN`].

@@ -213,6 +213,14 @@ fn bad_pointer(args: &[(usize, usize)]) -> i32 {
     MCSHM_ERR_INVALID_ARGUMENT
 }
 
+/// `true` iff `p` is non-null and aligned for `T`, computed without
+/// branches so that a caller can test several pointers with one.
+#[inline(always)]
+fn ptr_ok<T>(p: *const T) -> bool {
+    let a = p.addr();
+    (a != 0) & (a & (align_of::<T>() - 1) == 0)
+}
+
 /// `true` iff the table handle `t` and the out-parameter `out` are both
 /// non-null and aligned: the one branch the lookups' fast path takes.
 #[inline(always)]
@@ -629,15 +637,29 @@ pub unsafe extern "C" fn mcshm_pool_alloc(
     align: u64,
     out_offset: *mut u64,
 ) -> i32 {
-    guard(|| {
-        check_out(out_offset)?;
-        // SAFETY: per the function's contract.
-        let p = unsafe { arg_ref(pool)? };
-        let off = p.pool.alloc(size, align)?;
-        // SAFETY: checked at entry.
-        unsafe { out_offset.write(off) };
-        Ok(())
-    })
+    // One branch for both pointer checks; the cold path reports the first
+    // bad one, `out_offset` before `pool`.
+    if !ptr_ok(out_offset) | !ptr_ok(pool) {
+        return bad_pointer(&[
+            (out_offset.addr(), align_of::<u64>()),
+            (pool.addr(), align_of::<mcshm_pool>()),
+        ]);
+    }
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `pool` is non-null and aligned (checked above) and a live
+        // handle per the function's contract.
+        let p = unsafe { &*pool };
+        p.pool.alloc(size, align)
+    }));
+    match r {
+        Ok(Ok(off)) => {
+            // SAFETY: non-null and aligned (checked above); writable per contract.
+            unsafe { out_offset.write(off) };
+            MCSHM_OK
+        }
+        Ok(Err(e)) => code_of(e),
+        Err(_) => MCSHM_ERR_PANIC,
+    }
 }
 
 /// Frees the allocation that starts at `offset`. Owner only.
@@ -646,12 +668,20 @@ pub unsafe extern "C" fn mcshm_pool_alloc(
 /// `pool` is a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn mcshm_pool_free(pool: *const mcshm_pool, offset: u64) -> i32 {
-    guard(|| {
-        // SAFETY: per the function's contract.
-        let p = unsafe { arg_ref(pool)? };
-        p.pool.free(offset)?;
-        Ok(())
-    })
+    if !ptr_ok(pool) {
+        return bad_pointer(&[(pool.addr(), align_of::<mcshm_pool>())]);
+    }
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `pool` is non-null and aligned (checked above) and a live
+        // handle per the function's contract.
+        let p = unsafe { &*pool };
+        p.pool.free(offset)
+    }));
+    match r {
+        Ok(Ok(())) => MCSHM_OK,
+        Ok(Err(e)) => code_of(e),
+        Err(_) => MCSHM_ERR_PANIC,
+    }
 }
 
 /// Turns `(offset, len)` into a pointer in this process's mapping,

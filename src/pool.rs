@@ -349,10 +349,10 @@ impl Pool {
     /// Frees a block by the offset `alloc` returned. Owner only.
     pub fn free(&self, offset: u64) -> Result<()> {
         let arena = self.arena.as_ref().ok_or(Error::NotOwner)?;
-        let rel = offset
-            .checked_sub(Self::DATA_OFFSET)
-            .ok_or(Error::InvalidOffset)?;
-        arena.free(rel)
+        // An offset below DATA_OFFSET wraps to at least 2^64 - DATA_OFFSET,
+        // above any arena capacity (<= 2^62): the arena's own range check
+        // reports it as `InvalidOffset`, so no separate branch is needed.
+        arena.free(offset.wrapping_sub(Self::DATA_OFFSET))
     }
 
     /// A local pointer to `[offset, offset + len)` (offsets from the mapping
