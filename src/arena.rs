@@ -280,12 +280,19 @@ fn class_search(size: u64) -> usize {
     (((s as u64) << SL_LOG2) + (u >> s) + inexact) as usize
 }
 
-/// Whether sizes `a` and `b` (multiples of the granule) share a class.
+/// `None` if sizes `a` and `b` (multiples of the granule) share a class,
+/// else `Some(class_of(a))`, computed from the same class width.
 #[inline(always)]
-fn same_class(a: u64, b: u64) -> bool {
+fn class_change(a: u64, b: u64) -> Option<usize> {
     let (ua, ub) = (a >> GRANULE_LOG2, b >> GRANULE_LOG2);
+    let s = class_shift(ua);
     // Same class iff they agree on every bit from `a`'s class width up.
-    (ua ^ ub) >> class_shift(ua) == 0
+    if (ua ^ ub) >> s == 0 {
+        None
+    } else {
+        // `class_of(a)`, reusing `s`.
+        Some((((s as u64) << SL_LOG2) + (ua >> s)) as usize)
+    }
 }
 
 /// Reference two-level mapping (the classic TLSF formulation) for tests.
@@ -531,17 +538,13 @@ impl Tlsf<'_> {
     /// another list only if its class changes (usually it does not).
     #[inline(always)]
     fn resize_free(&mut self, i: u32, old_size: u64, new_size: u64) {
-        if same_class(old_size, new_size) {
-            self.rec_mut(i).size = new_size | FREE_BIT;
-        } else {
-            self.resize_free_move(i, old_size, new_size);
+        match class_change(old_size, new_size) {
+            None => self.rec_mut(i).size = new_size | FREE_BIT,
+            Some(old_class) => {
+                self.unlink_free(i, old_class);
+                self.push_free(i, new_size, class_of(new_size));
+            }
         }
-    }
-
-    #[inline(always)]
-    fn resize_free_move(&mut self, i: u32, old_size: u64, new_size: u64) {
-        self.unlink_free(i, class_of(old_size));
-        self.push_free(i, new_size, class_of(new_size));
     }
 
     /// Head of the smallest non-empty class at or above class `c`, or
@@ -1208,7 +1211,9 @@ mod tests {
             assert_eq!(class_search(size), class_of(r));
             for other in [size - GRANULE, size + GRANULE, r, r - GRANULE, size * 2] {
                 if other > 0 {
-                    assert_eq!(same_class(size, other), mapping(other) == c);
+                    let change = class_change(size, other);
+                    assert_eq!(change.is_none(), mapping(other) == c);
+                    assert!(change.is_none() || change == Some(class_of(size)));
                 }
             }
             assert!(r >= size);
