@@ -398,15 +398,24 @@ fn layout_for_len(len: usize) -> Option<(usize, usize)> {
 /// spare list.
 struct Tlsf<'a> {
     ctl: &'a mut Control,
-    /// `nrec` records, disjoint from `ctl` and `tab`, borrowed for `'a`.
+    /// `geo.nrec` records, disjoint from `ctl`, borrowed for `'a`, and
+    /// right after them the `geo.ntab` table entries (see `tab_ptr`).
     recs: *mut Record,
-    /// `ntab` entries, disjoint from `ctl` and `recs`, borrowed for `'a`.
-    tab: *mut Entry,
-    nrec: usize,
-    ntab: usize,
-    /// `64 - log2(ntab)`.
-    shift: u32,
+    /// Read where used rather than copied into the view: the hot paths
+    /// then need no register (or stack slot) for these sizes in between.
+    geo: &'a Geometry,
     _borrow: PhantomData<&'a mut [ArenaSlot]>,
+}
+
+/// The sizes of the metadata parts, fixed by [`Arena::new`].
+#[derive(Clone, Copy)]
+struct Geometry {
+    /// Number of records.
+    nrec: usize,
+    /// Number of table entries (a power of two).
+    ntab: usize,
+    /// `64 - log2(ntab)`, for the table's Fibonacci hash.
+    shift: u32,
 }
 
 impl Tlsf<'_> {
@@ -414,7 +423,7 @@ impl Tlsf<'_> {
 
     #[inline(always)]
     fn rec(&self, i: u32) -> &Record {
-        debug_assert!((i as usize) < self.nrec);
+        debug_assert!((i as usize) < self.geo.nrec);
         // SAFETY: record indices in the metadata are < nrec and never NIL
         // here (struct invariant), so this is one of the `nrec` records
         // `recs` points to, which `self` borrows (shared here).
@@ -423,37 +432,45 @@ impl Tlsf<'_> {
 
     #[inline(always)]
     fn rec_mut(&mut self, i: u32) -> &mut Record {
-        debug_assert!((i as usize) < self.nrec);
+        debug_assert!((i as usize) < self.geo.nrec);
         // SAFETY: as in `rec`; `&mut self` makes the access exclusive.
         unsafe { &mut *self.recs.add(i as usize) }
     }
 
+    /// The first table entry.
+    #[inline(always)]
+    fn tab_ptr(&self) -> *mut Entry {
+        // SAFETY: the table starts right after the `nrec` records (see
+        // `Arena::view`), inside the same borrowed slots.
+        unsafe { self.recs.add(self.geo.nrec).cast::<Entry>() }
+    }
+
     #[inline(always)]
     fn ent(&self, pos: usize) -> &Entry {
-        debug_assert!(pos < self.ntab);
+        debug_assert!(pos < self.geo.ntab);
         // SAFETY: positions are `home()` (< ntab by the shift) or reduced
         // with `& (ntab - 1)` (struct invariant): one of the `ntab` entries
-        // `tab` points to, which `self` borrows.
-        unsafe { &*self.tab.add(pos) }
+        // `tab_ptr` points to, which `self` borrows.
+        unsafe { &*self.tab_ptr().add(pos) }
     }
 
     #[inline(always)]
     fn ent_mut(&mut self, pos: usize) -> &mut Entry {
-        debug_assert!(pos < self.ntab);
+        debug_assert!(pos < self.geo.ntab);
         // SAFETY: as in `ent`; `&mut self` makes the access exclusive.
-        unsafe { &mut *self.tab.add(pos) }
+        unsafe { &mut *self.tab_ptr().add(pos) }
     }
 
     /// All records (for initialization and checks).
     fn recs(&mut self) -> &mut [Record] {
         // SAFETY: `recs` points to `nrec` records borrowed by `self`.
-        unsafe { core::slice::from_raw_parts_mut(self.recs, self.nrec) }
+        unsafe { core::slice::from_raw_parts_mut(self.recs, self.geo.nrec) }
     }
 
     /// The whole table (for initialization and checks).
     fn tab(&mut self) -> &mut [Entry] {
-        // SAFETY: `tab` points to `ntab` entries borrowed by `self`.
-        unsafe { core::slice::from_raw_parts_mut(self.tab, self.ntab) }
+        // SAFETY: `tab_ptr` points to `ntab` entries borrowed by `self`.
+        unsafe { core::slice::from_raw_parts_mut(self.tab_ptr(), self.geo.ntab) }
     }
 
     // ---- records ----
@@ -580,7 +597,7 @@ impl Tlsf<'_> {
         if i != NIL {
             return i;
         }
-        Self::find_block_fallback(self.ctl, self.recs, self.nrec, rsize, align)
+        Self::find_block_fallback(self.ctl, self.recs, self.geo.nrec, rsize, align)
     }
 
     /// The rounded search failed; a block that fits may still sit in the
@@ -625,13 +642,13 @@ impl Tlsf<'_> {
 
     #[inline(always)]
     fn home(&self, key: u64) -> usize {
-        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.geo.shift) as usize
     }
 
     /// Table position holding `key`.
     #[inline(always)]
     fn index_find(&self, key: u64) -> Option<usize> {
-        let mask = self.ntab - 1;
+        let mask = self.geo.ntab - 1;
         let mut pos = self.home(key);
         // The load factor is <= 1/2 (at most one entry per record), so an
         // empty entry ends every probe.
@@ -649,7 +666,7 @@ impl Tlsf<'_> {
 
     #[inline(always)]
     fn index_insert(&mut self, key: u64, idx: u32) {
-        let mask = self.ntab - 1;
+        let mask = self.geo.ntab - 1;
         let mut pos = self.home(key);
         while self.ent(pos).key != EMPTY_KEY {
             pos = (pos + 1) & mask;
@@ -660,7 +677,7 @@ impl Tlsf<'_> {
     /// Empties position `pos`, shifting back the entries of its probe run.
     #[inline(always)]
     fn index_remove_at(&mut self, mut hole: usize) {
-        let mask = self.ntab - 1;
+        let mask = self.geo.ntab - 1;
         let mut pos = (hole + 1) & mask;
         loop {
             let e = *self.ent(pos);
@@ -693,7 +710,7 @@ impl Tlsf<'_> {
     // ---- operations ----
 
     fn init(&mut self, capacity: u64) {
-        let m = self.nrec;
+        let m = self.geo.nrec;
         self.ctl.fl_bitmap = 0;
         self.ctl.in_use = 0;
         self.ctl.live = 0;
@@ -862,10 +879,7 @@ pub struct Arena<S: ArenaStorage> {
     lock: AtomicBool,
     storage: UnsafeCell<S>,
     capacity: u64,
-    max_blocks: usize,
-    table_len: usize,
-    /// `64 - log2(table_len)`, for the table's Fibonacci hash.
-    shift: u32,
+    geo: Geometry,
 }
 
 // SAFETY: every access to `storage` goes through `Arena::locked`, which holds
@@ -926,15 +940,17 @@ impl<S: ArenaStorage> Arena<S> {
         }
         let (max_blocks, table_len) =
             layout_for_len(storage.len()).ok_or(Error::InvalidArgument)?;
-        let shift = 64 - table_len.trailing_zeros();
-        Self::view(&mut storage, max_blocks, table_len, shift).init(capacity);
+        let geo = Geometry {
+            nrec: max_blocks,
+            ntab: table_len,
+            shift: 64 - table_len.trailing_zeros(),
+        };
+        Self::view(&mut storage, &geo).init(capacity);
         Ok(Arena {
             lock: AtomicBool::new(false),
             storage: UnsafeCell::new(storage),
             capacity,
-            max_blocks,
-            table_len,
-            shift,
+            geo,
         })
     }
 
@@ -944,7 +960,12 @@ impl<S: ArenaStorage> Arena<S> {
     /// [`ArenaStorage`] guarantees it still has the length `new` saw, which
     /// `layout_for_len` fitted the three parts into.
     #[inline(always)]
-    fn view(slots: &mut [ArenaSlot], max_blocks: usize, table_len: usize, shift: u32) -> Tlsf<'_> {
+    fn view<'a>(slots: &'a mut [ArenaSlot], geo: &'a Geometry) -> Tlsf<'a> {
+        let Geometry {
+            nrec: max_blocks,
+            ntab: table_len,
+            shift,
+        } = *geo;
         let tab_at = CTL_SLOTS + max_blocks;
         debug_assert!(slots.len() >= tab_at + table_len / 2);
         debug_assert!(table_len.is_power_of_two() && shift == 64 - table_len.trailing_zeros());
@@ -961,20 +982,13 @@ impl<S: ArenaStorage> Arena<S> {
         // SAFETY: in bounds as above: slots [CTL_SLOTS, tab_at) hold the
         // records (Record has the size and alignment of ArenaSlot) and
         // slots [tab_at, tab_at + table_len / 2) the entries (two 16-byte
-        // Entries per 32-byte slot, table_len is even).
-        let (recs, tab) = unsafe {
-            (
-                base.add(CTL_SLOTS).cast::<Record>(),
-                base.add(tab_at).cast::<Entry>(),
-            )
-        };
+        // Entries per 32-byte slot, table_len is even), which `tab_ptr`
+        // finds right after the records.
+        let recs = unsafe { base.add(CTL_SLOTS).cast::<Record>() };
         Tlsf {
             ctl,
             recs,
-            tab,
-            nrec: max_blocks,
-            ntab: table_len,
-            shift,
+            geo,
             _borrow: PhantomData,
         }
     }
@@ -1008,7 +1022,7 @@ impl<S: ArenaStorage> Arena<S> {
         // which drops it before its guard releases the lock.
         let storage = unsafe { &mut *self.storage.get() };
         Locked {
-            tlsf: Self::view(storage, self.max_blocks, self.table_len, self.shift),
+            tlsf: Self::view(storage, &self.geo),
             _guard: guard,
         }
     }
@@ -1109,7 +1123,7 @@ impl<S: ArenaStorage> Arena<S> {
     /// holds; at least the `max_blocks` given to [`slots_for`](Self::slots_for).
     #[inline]
     pub fn max_blocks(&self) -> usize {
-        self.max_blocks
+        self.geo.nrec
     }
 
     /// Gives the storage back (its content is meaningless to the caller).
@@ -1121,7 +1135,7 @@ impl<S: ArenaStorage> Arena<S> {
     #[cfg(test)]
     fn check_invariants(&self) {
         self.locked(|t| {
-            let m = t.nrec;
+            let m = t.geo.nrec;
             // Physical chain from offset 0: the in-use record without a
             // physical predecessor.
             let mut i = (0..m)
