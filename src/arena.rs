@@ -566,10 +566,23 @@ impl Tlsf<'_> {
         }
     }
 
-    /// Head of the smallest non-empty class at or above class `c`, or
-    /// [`NIL`].
+    /// Shrinks free block `i`, of class `class`, to `new_size`: as
+    /// [`resize_free`](Self::resize_free), but the old class is known.
     #[inline(always)]
-    fn find_suitable(&self, c: usize) -> u32 {
+    fn shrink_free(&mut self, i: u32, class: usize, new_size: u64) {
+        let new_class = class_of(new_size);
+        if new_class == class {
+            self.rec_mut(i).size = new_size | FREE_BIT;
+        } else {
+            self.unlink_free(i, class);
+            self.push_free(i, new_size, new_class);
+        }
+    }
+
+    /// Head of the smallest non-empty class at or above class `c`, and
+    /// that class; [`NIL`] (and any class) if there is none.
+    #[inline(always)]
+    fn find_suitable(&self, c: usize) -> (u32, usize) {
         let c = c & (CLASSES - 1); // no-op: elides the bounds checks
         let (fl, sl) = (c >> SL_LOG2, c & (SL_COUNT - 1));
         let sl_map = self.ctl.sl_bitmap[fl] & (!0u32 << sl);
@@ -578,24 +591,25 @@ impl Tlsf<'_> {
         } else {
             let fl_map = self.ctl.fl_bitmap & (!0u64).checked_shl(fl as u32 + 1).unwrap_or(0);
             if fl_map == 0 {
-                return NIL;
+                return (NIL, 0);
             }
             let fl = fl_map.trailing_zeros() as usize & (FL_COUNT - 1);
             (fl << SL_LOG2) | (self.ctl.sl_bitmap[fl].trailing_zeros() as usize & (SL_COUNT - 1))
         };
-        self.ctl.heads[c]
+        (self.ctl.heads[c], c)
     }
 
     /// A free block whose end can hold `rsize` bytes starting at an
     /// `align`-aligned offset (`align_down(block_end - rsize, align)` lies
-    /// inside it), or [`NIL`].
+    /// inside it), and its class (`class_of` its size, known from the list
+    /// it was found in); [`NIL`] (and any class) if there is none.
     #[inline(always)]
-    fn find_block(&self, rsize: u64, align: u64) -> u32 {
+    fn find_block(&self, rsize: u64, align: u64) -> (u32, usize) {
         // Every block of the class found holds `search` bytes, so aligning
         // `end - rsize` down (by at most `align - GRANULE`) stays inside.
-        let i = self.find_suitable(class_search(rsize + (align - GRANULE)));
-        if i != NIL {
-            return i;
+        let found = self.find_suitable(class_search(rsize + (align - GRANULE)));
+        if found.0 != NIL {
+            return found;
         }
         Self::find_block_fallback(self.ctl, self.recs, self.geo.nrec, rsize, align)
     }
@@ -612,7 +626,7 @@ impl Tlsf<'_> {
         nrec: usize,
         rsize: u64,
         align: u64,
-    ) -> u32 {
+    ) -> (u32, usize) {
         let search = rsize + (align - GRANULE);
         let first = class_of(rsize);
         let second = class_of(search);
@@ -629,13 +643,13 @@ impl Tlsf<'_> {
                 let r = unsafe { &*recs.add(i as usize) };
                 let size = r.size & !FREE_BIT;
                 if size >= rsize && (r.offset + size - rsize) & !(align - 1) >= r.offset {
-                    return i;
+                    return (i, class);
                 }
                 i = r.next_free;
                 n += 1;
             }
         }
-        NIL
+        (NIL, 0)
     }
 
     // ---- offset index ----
@@ -746,7 +760,7 @@ impl Tlsf<'_> {
     /// of the end of a free block.
     #[inline(always)]
     fn alloc(&mut self, rsize: u64, align: u64) -> Result<u64> {
-        let i = self.find_block(rsize, align);
+        let (i, class) = self.find_block(rsize, align);
         if i == NIL {
             return Err(Error::Exhausted);
         }
@@ -757,6 +771,7 @@ impl Tlsf<'_> {
             ..
         } = *self.rec(i);
         let size = size & !FREE_BIT;
+        debug_assert_eq!(class, class_of(size));
         let end = offset + size;
         let start = (end - rsize) & !(align - 1);
         let extent = end - start;
@@ -764,7 +779,7 @@ impl Tlsf<'_> {
         let slack = (extent - rsize) as u32;
         let (n, prev_phys) = if start == offset {
             // The whole block: no split, no record needed.
-            self.unlink_free(i, class_of(size));
+            self.unlink_free(i, class);
             (i, self.rec(i).prev_phys)
         } else {
             if self.ctl.spare_head == NIL {
@@ -772,7 +787,7 @@ impl Tlsf<'_> {
             }
             // `i` keeps [offset, start) and stays free (usually in its
             // class); its successor, if any, is allocated.
-            self.resize_free(i, size, start - offset);
+            self.shrink_free(i, class, start - offset);
             let n = self.take_record();
             if next_phys != NIL {
                 self.rec_mut(next_phys).prev_phys = n;
