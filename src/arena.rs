@@ -589,7 +589,9 @@ impl Tlsf<'_> {
         let c = if sl_map != 0 {
             (fl << SL_LOG2) | sl_map.trailing_zeros() as usize
         } else {
-            let fl_map = self.ctl.fl_bitmap & (!0u64).checked_shl(fl as u32 + 1).unwrap_or(0);
+            // The classes above `fl`: `!1 << fl` is `!0 << (fl + 1)` for
+            // every `fl < 64`, 63 included (then 0), with no special case.
+            let fl_map = self.ctl.fl_bitmap & ((!1u64) << fl);
             if fl_map == 0 {
                 return (NIL, 0);
             }
