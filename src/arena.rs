@@ -360,6 +360,36 @@ fn request_error(size: u64, align: u64) -> Error {
     }
 }
 
+/// [`Tlsf::alloc`] found no block that fits ([`Error::Exhausted`]).
+const FAIL_EXHAUSTED: u64 = u64::MAX;
+/// [`Tlsf::alloc`] needed a record to split a block and found none
+/// ([`Error::MetadataFull`]).
+const FAIL_METADATA_FULL: u64 = u64::MAX - 1;
+
+/// The result of [`Tlsf::alloc`], whose failures are values no offset
+/// takes (offsets are below [`MAX_CAPACITY`]). A plain `u64` leaves the lock
+/// holder's code one path to the unlock, where a `Result` built inside
+/// makes the compiler merge the paths and test the variant again after.
+#[inline(always)]
+fn alloc_result(raw: u64) -> Result<u64> {
+    if raw < MAX_CAPACITY {
+        Ok(raw)
+    } else {
+        Err(alloc_failure(raw))
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_failure(raw: u64) -> Error {
+    debug_assert!(raw == FAIL_EXHAUSTED || raw == FAIL_METADATA_FULL);
+    if raw == FAIL_METADATA_FULL {
+        Error::MetadataFull
+    } else {
+        Error::Exhausted
+    }
+}
+
 /// Largest supported alignment (the page size), [`Arena::MAX_ALIGN`].
 const MAX_ALIGN: u64 = 4096;
 
@@ -759,12 +789,13 @@ impl Tlsf<'_> {
     }
 
     /// Carves `[start, start + rsize)` (plus slack up to the block end) out
-    /// of the end of a free block.
+    /// of the end of a free block and returns `start`, or one of the
+    /// `FAIL_*` values (see [`alloc_result`]).
     #[inline(always)]
-    fn alloc(&mut self, rsize: u64, align: u64) -> Result<u64> {
+    fn alloc(&mut self, rsize: u64, align: u64) -> u64 {
         let (i, class) = self.find_block(rsize, align);
         if i == NIL {
-            return Err(Error::Exhausted);
+            return FAIL_EXHAUSTED;
         }
         let Record {
             offset,
@@ -785,7 +816,7 @@ impl Tlsf<'_> {
             (i, self.rec(i).prev_phys)
         } else {
             if self.ctl.spare_head == NIL {
-                return Err(Error::MetadataFull);
+                return FAIL_METADATA_FULL;
             }
             // `i` keeps [offset, start) and stays free (usually in its
             // class); its successor, if any, is allocated.
@@ -808,7 +839,7 @@ impl Tlsf<'_> {
         self.index_insert(start, n);
         self.ctl.in_use += rsize;
         self.ctl.live += 1;
-        Ok(start)
+        start
     }
 
     #[inline(always)]
@@ -1077,7 +1108,8 @@ impl<S: ArenaStorage> Arena<S> {
     #[inline(always)]
     pub fn alloc(&self, size: u64, align: u64) -> Result<u64> {
         let (rsize, align) = request(size, align, self.capacity)?;
-        self.lock().tlsf.alloc(rsize, align)
+        let raw = self.lock().tlsf.alloc(rsize, align);
+        alloc_result(raw)
     }
 
     /// Frees the block starting at `offset`. O(1); merges the block with

@@ -28,7 +28,7 @@
 //!   up to one request's worth unused per shard. One shard (`n = 1`) is
 //!   exactly one [`Arena`] and costs one predictable branch more.
 
-use super::{request, Arena, ArenaStats, ArenaStorage, GRANULE};
+use super::{alloc_result, request, Arena, ArenaStats, ArenaStorage, GRANULE};
 use crate::{Error, Result};
 
 /// Most shards a [`ShardedArena`] can have.
@@ -166,7 +166,7 @@ impl<S: ArenaStorage> ShardedArena<S> {
     fn alloc_from(&self, first: usize, size: u64, align: u64, learn: bool) -> Result<u64> {
         let (rsize, align) = request(size, align, self.capacity)?;
         let err = match self.shard(first).try_lock() {
-            Some(mut l) => match l.tlsf.alloc(rsize, align) {
+            Some(mut l) => match alloc_result(l.tlsf.alloc(rsize, align)) {
                 Ok(off) => return Ok(self.start(first) + off),
                 Err(e) => Some(e),
             },
@@ -211,7 +211,7 @@ impl<S: ArenaStorage> ShardedArena<S> {
                 busy |= 1 << k;
                 continue;
             };
-            match l.tlsf.alloc(rsize, align) {
+            match alloc_result(l.tlsf.alloc(rsize, align)) {
                 Ok(off) => return found(k, off),
                 Err(e) => err = worse(err, e),
             }
@@ -221,7 +221,7 @@ impl<S: ArenaStorage> ShardedArena<S> {
             if busy & (1 << k) == 0 {
                 continue;
             }
-            match self.shard(k).lock().tlsf.alloc(rsize, align) {
+            match alloc_result(self.shard(k).lock().tlsf.alloc(rsize, align)) {
                 Ok(off) => return found(k, off),
                 Err(e) => err = worse(err, e),
             }
