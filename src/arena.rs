@@ -842,11 +842,10 @@ impl Tlsf<'_> {
         start
     }
 
+    /// Frees the allocated block at `offset`, whose table entry is at `pos`
+    /// (`index_find(offset)`).
     #[inline(always)]
-    fn free(&mut self, offset: u64) -> Result<()> {
-        let Some(pos) = self.index_find(offset) else {
-            return Err(Self::not_allocated(&self.ctl.recent, offset));
-        };
+    fn free_at(&mut self, pos: usize, offset: u64) {
         let i = self.ent(pos).idx;
         self.index_remove_at(pos);
         let slot = (self.ctl.frees as usize) & (RECENT_FREES - 1);
@@ -899,7 +898,6 @@ impl Tlsf<'_> {
         } else {
             self.push_free(i, extent, class_of(extent));
         }
-        Ok(())
     }
 
     fn largest_free(&self) -> u64 {
@@ -1128,7 +1126,23 @@ impl<S: ArenaStorage> Arena<S> {
         if offset >= self.capacity || offset & (GRANULE - 1) != 0 {
             return Err(Error::InvalidOffset);
         }
-        self.lock().tlsf.free(offset)
+        let mut l = self.lock();
+        match l.tlsf.index_find(offset) {
+            Some(pos) => {
+                l.tlsf.free_at(pos, offset);
+                Ok(())
+            }
+            // Out of line, unlocking there: the success path alone reaches
+            // the unlock here and returns a constant.
+            None => Err(Self::not_allocated_unlock(l, offset)),
+        }
+    }
+
+    /// [`Tlsf::not_allocated`] for a lock holder, who gives up the lock.
+    #[cold]
+    #[inline(never)]
+    fn not_allocated_unlock(l: Locked<'_>, offset: u64) -> Error {
+        Tlsf::not_allocated(&l.tlsf.ctl.recent, offset)
     }
 
     /// Size in bytes of the allocated block at `offset` (the request rounded
