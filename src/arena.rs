@@ -106,8 +106,12 @@ const FL_COUNT: usize = 64;
 /// Number of (flat) classes `fl * SL_COUNT + sl`.
 const CLASSES: usize = FL_COUNT * SL_COUNT;
 
-/// "No record" in every link field.
-const NIL: u32 = u32::MAX;
+/// "No record" in every link field. `2^31 - 1` rather than `u32::MAX`: x86
+/// compares a link (zero-extended to 64 bits for indexing) with it as an
+/// immediate, where `u32::MAX` first has to be loaded into a register. It
+/// caps the record count at about 2^31 (64 GiB of records), far beyond any
+/// real storage.
+const NIL: u32 = i32::MAX as u32;
 /// Largest record count (indices must stay below [`NIL`]).
 const MAX_RECORDS: usize = (NIL - 1) as usize;
 /// Free flag, kept in the lowest bit of a record's size (sizes are
