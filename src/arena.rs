@@ -77,6 +77,7 @@
 use crate::{Error, Result, ZeroValid};
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
+use core::mem::size_of;
 use core::ops::DerefMut;
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -446,6 +447,9 @@ struct Tlsf<'a> {
 struct Geometry {
     /// Number of records.
     nrec: usize,
+    /// `nrec * size_of::<Record>()`: where the table starts, in bytes
+    /// from the first record (saves the hot paths a shift).
+    tab_bytes: usize,
     /// Number of table entries (a power of two).
     ntab: usize,
     /// `64 - log2(ntab)`, for the table's Fibonacci hash.
@@ -474,9 +478,11 @@ impl Tlsf<'_> {
     /// The first table entry.
     #[inline(always)]
     fn tab_ptr(&self) -> *mut Entry {
+        debug_assert_eq!(self.geo.tab_bytes, self.geo.nrec * size_of::<Record>());
         // SAFETY: the table starts right after the `nrec` records (see
-        // `Arena::view`), inside the same borrowed slots.
-        unsafe { self.recs.add(self.geo.nrec).cast::<Entry>() }
+        // `Arena::view`), `tab_bytes` bytes on, inside the same borrowed
+        // slots.
+        unsafe { self.recs.byte_add(self.geo.tab_bytes).cast::<Entry>() }
     }
 
     #[inline(always)]
@@ -992,6 +998,7 @@ impl<S: ArenaStorage> Arena<S> {
             layout_for_len(storage.len()).ok_or(Error::InvalidArgument)?;
         let geo = Geometry {
             nrec: max_blocks,
+            tab_bytes: max_blocks * size_of::<Record>(),
             ntab: table_len,
             shift: 64 - table_len.trailing_zeros(),
         };
@@ -1015,6 +1022,7 @@ impl<S: ArenaStorage> Arena<S> {
             nrec: max_blocks,
             ntab: table_len,
             shift,
+            ..
         } = *geo;
         let tab_at = CTL_SLOTS + max_blocks;
         debug_assert!(slots.len() >= tab_at + table_len / 2);
