@@ -283,8 +283,9 @@ fn class_of(size: u64) -> usize {
 fn class_search(size: u64) -> usize {
     let u = size >> GRANULE_LOG2;
     let s = class_shift(u);
-    let inexact = (u & ((1u64 << s) - 1) != 0) as u64;
-    (((s as u64) << SL_LOG2) + (u >> s) + inexact) as usize
+    // `u / 2^s` rounded up (no overflow: `u < 2^60`).
+    let up = (u + ((1u64 << s) - 1)) >> s;
+    (((s as u64) << SL_LOG2) + up) as usize
 }
 
 /// `None` if sizes `a` and `b` (multiples of the granule) share a class,
