@@ -378,7 +378,9 @@ const FAIL_METADATA_FULL: u64 = u64::MAX - 1;
 /// makes the compiler merge the paths and test the variant again after.
 #[inline(always)]
 fn alloc_result(raw: u64) -> Result<u64> {
-    if raw < MAX_CAPACITY {
+    // Offsets are below 2^62, the failures above 2^63: a sign test.
+    if (raw as i64) >= 0 {
+        debug_assert!(raw < MAX_CAPACITY);
         Ok(raw)
     } else {
         Err(alloc_failure(raw))
@@ -728,7 +730,10 @@ impl Tlsf<'_> {
         while self.ent(pos).key != EMPTY_KEY {
             pos = (pos + 1) & mask;
         }
-        *self.ent_mut(pos) = Entry { key, idx, _pad: 0 };
+        // Field by field: `_pad` keeps whatever (initialized) value it has.
+        let e = self.ent_mut(pos);
+        e.key = key;
+        e.idx = idx;
     }
 
     /// Empties position `pos`, shifting back the entries of its probe run.
@@ -1091,11 +1096,10 @@ impl<S: ArenaStorage> Arena<S> {
     /// through a closure so that everything inlines into the caller.)
     #[inline(always)]
     fn lock(&self) -> Locked<'_> {
-        while self
-            .lock
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        // `swap` (one `xchg`) rather than a compare-exchange, which needs
+        // its expected value set up in a fixed register: storing `true`
+        // over a held lock's `true` changes nothing.
+        while self.lock.swap(true, Ordering::Acquire) {
             while self.lock.load(Ordering::Relaxed) {
                 core::hint::spin_loop();
             }
