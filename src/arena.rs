@@ -107,6 +107,35 @@ const FL_COUNT: usize = 64;
 /// Number of (flat) classes `fl * SL_COUNT + sl`.
 const CLASSES: usize = FL_COUNT * SL_COUNT;
 
+/// A table of `$n` masks, entry `k` being `$e`.
+macro_rules! mask_table {
+    ($t:ty, $n:expr, |$k:ident| $e:expr) => {{
+        let mut table: [$t; $n] = [0; $n];
+        let mut $k = 0;
+        while $k < $n {
+            table[$k] = $e;
+            $k += 1;
+        }
+        table
+    }};
+}
+
+// The bitmap code reads its masks from these tables rather than shifting
+// by a variable count, which on x86 must first be moved into `cl` (and a
+// clear mask then inverted): one load replaces two or three instructions.
+/// `1 << k`.
+static BIT32: [u32; 32] = mask_table!(u32, 32, |k| 1 << k);
+/// `!(1 << k)`.
+static NBIT32: [u32; 32] = mask_table!(u32, 32, |k| !(1 << k));
+/// `!0 << k`: bits `k` and up.
+static FROM32: [u32; 32] = mask_table!(u32, 32, |k| !0 << k);
+/// `1 << k`.
+static BIT64: [u64; 64] = mask_table!(u64, 64, |k| 1 << k);
+/// `!(1 << k)`.
+static NBIT64: [u64; 64] = mask_table!(u64, 64, |k| !(1 << k));
+/// `!1 << k`: the bits above `k`.
+static ABOVE64: [u64; 64] = mask_table!(u64, 64, |k| !1 << k);
+
 /// "No record" in every link field. `2^31 - 1` rather than `u32::MAX`: x86
 /// compares a link (zero-extended to 64 bits for indexing) with it as an
 /// immediate, where `u32::MAX` first has to be loaded into a register. It
@@ -565,8 +594,8 @@ impl Tlsf<'_> {
             self.rec_mut(head).prev_free = i;
         }
         self.ctl.heads[c] = i;
-        self.ctl.sl_bitmap[c >> SL_LOG2] |= 1 << (c & (SL_COUNT - 1));
-        self.ctl.fl_bitmap |= 1 << (c >> SL_LOG2);
+        self.ctl.sl_bitmap[c >> SL_LOG2] |= BIT32[c & (SL_COUNT - 1)];
+        self.ctl.fl_bitmap |= BIT64[c >> SL_LOG2];
     }
 
     /// Unlinks free block `i` from the list of its class `c` (its flag and
@@ -588,9 +617,9 @@ impl Tlsf<'_> {
             self.ctl.heads[c] = next_free;
             if next_free == NIL {
                 let fl = c >> SL_LOG2;
-                self.ctl.sl_bitmap[fl] &= !(1 << (c & (SL_COUNT - 1)));
+                self.ctl.sl_bitmap[fl] &= NBIT32[c & (SL_COUNT - 1)];
                 if self.ctl.sl_bitmap[fl] == 0 {
-                    self.ctl.fl_bitmap &= !(1 << fl);
+                    self.ctl.fl_bitmap &= NBIT64[fl];
                 }
             }
         }
@@ -628,13 +657,12 @@ impl Tlsf<'_> {
     fn find_suitable(&self, c: usize) -> (u32, usize) {
         let c = c & (CLASSES - 1); // no-op: elides the bounds checks
         let (fl, sl) = (c >> SL_LOG2, c & (SL_COUNT - 1));
-        let sl_map = self.ctl.sl_bitmap[fl] & (!0u32 << sl);
+        let sl_map = self.ctl.sl_bitmap[fl] & FROM32[sl];
         let c = if sl_map != 0 {
             (fl << SL_LOG2) | sl_map.trailing_zeros() as usize
         } else {
-            // The classes above `fl`: `!1 << fl` is `!0 << (fl + 1)` for
-            // every `fl < 64`, 63 included (then 0), with no special case.
-            let fl_map = self.ctl.fl_bitmap & ((!1u64) << fl);
+            // The classes above `fl`.
+            let fl_map = self.ctl.fl_bitmap & ABOVE64[fl];
             if fl_map == 0 {
                 return (NIL, 0);
             }
@@ -1292,6 +1320,20 @@ mod tests {
 
     fn slots(max_blocks: usize) -> Vec<ArenaSlot> {
         vec![ArenaSlot::EMPTY; A::slots_for(max_blocks)]
+    }
+
+    #[test]
+    fn mask_tables() {
+        for k in 0..32 {
+            assert_eq!(BIT32[k], 1u32 << k);
+            assert_eq!(NBIT32[k], !(1u32 << k));
+            assert_eq!(FROM32[k], u32::MAX << k);
+        }
+        for k in 0..64 {
+            assert_eq!(BIT64[k], 1u64 << k);
+            assert_eq!(NBIT64[k], !(1u64 << k));
+            assert_eq!(ABOVE64[k], u64::MAX.checked_shl(k as u32 + 1).unwrap_or(0));
+        }
     }
 
     #[test]
