@@ -269,8 +269,12 @@ struct Entry {
     _pad: u32,
 }
 
+/// Bytes per table entry (a power of two).
+const ENTRY_BYTES: usize = size_of::<Entry>();
+
 const _: () = {
-    use core::mem::{align_of, size_of};
+    use core::mem::align_of;
+    assert!(ENTRY_BYTES.is_power_of_two());
     assert!(size_of::<Record>() == size_of::<ArenaSlot>());
     assert!(2 * size_of::<Entry>() == size_of::<ArenaSlot>());
     assert!(
@@ -484,7 +488,11 @@ struct Geometry {
     tab_bytes: usize,
     /// Number of table entries (a power of two).
     ntab: usize,
-    /// `64 - log2(ntab)`, for the table's Fibonacci hash.
+    /// `(ntab - 1) * ENTRY_BYTES`, to wrap probe positions (in bytes).
+    mask: usize,
+    /// `64 - log2(ntab) - log2(ENTRY_BYTES)`: the Fibonacci hash shifted
+    /// by this holds the home index in its top bits, already times
+    /// `ENTRY_BYTES` once its low bits are cleared.
     shift: u32,
 }
 
@@ -517,20 +525,23 @@ impl Tlsf<'_> {
         unsafe { self.recs.byte_add(self.geo.tab_bytes).cast::<Entry>() }
     }
 
+    /// The entry at table position `pos`. Positions are kept in bytes
+    /// (`index * size_of::<Entry>()`), which spares every access a shift.
     #[inline(always)]
     fn ent(&self, pos: usize) -> &Entry {
-        debug_assert!(pos < self.geo.ntab);
-        // SAFETY: positions are `home()` (< ntab by the shift) or reduced
-        // with `& (ntab - 1)` (struct invariant): one of the `ntab` entries
-        // `tab_ptr` points to, which `self` borrows.
-        unsafe { &*self.tab_ptr().add(pos) }
+        debug_assert!(pos < self.geo.ntab * ENTRY_BYTES && pos % ENTRY_BYTES == 0);
+        // SAFETY: positions are `home()` (a multiple of ENTRY_BYTES below
+        // ntab * ENTRY_BYTES, by the shift and mask) or reduced with
+        // `& mask` (struct invariant): one of the `ntab` entries `tab_ptr`
+        // points to, which `self` borrows.
+        unsafe { &*self.tab_ptr().byte_add(pos) }
     }
 
     #[inline(always)]
     fn ent_mut(&mut self, pos: usize) -> &mut Entry {
-        debug_assert!(pos < self.geo.ntab);
+        debug_assert!(pos < self.geo.ntab * ENTRY_BYTES && pos % ENTRY_BYTES == 0);
         // SAFETY: as in `ent`; `&mut self` makes the access exclusive.
-        unsafe { &mut *self.tab_ptr().add(pos) }
+        unsafe { &mut *self.tab_ptr().byte_add(pos) }
     }
 
     /// All records (for initialization and checks).
@@ -727,15 +738,19 @@ impl Tlsf<'_> {
 
     // ---- offset index ----
 
+    /// The position (in bytes, see [`ent`](Self::ent)) where `key`'s
+    /// probe starts: the top `log2(ntab)` bits of its Fibonacci hash, times
+    /// the entry size.
     #[inline(always)]
     fn home(&self, key: u64) -> usize {
-        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.geo.shift) as usize
+        let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.geo.shift;
+        h as usize & !(ENTRY_BYTES - 1)
     }
 
     /// Table position holding `key`.
     #[inline(always)]
     fn index_find(&self, key: u64) -> Option<usize> {
-        let mask = self.geo.ntab - 1;
+        let mask = self.geo.mask;
         let mut pos = self.home(key);
         // The load factor is <= 1/2 (at most one entry per record), so an
         // empty entry ends every probe.
@@ -747,16 +762,16 @@ impl Tlsf<'_> {
             if k == EMPTY_KEY {
                 return None;
             }
-            pos = (pos + 1) & mask;
+            pos = (pos + ENTRY_BYTES) & mask;
         }
     }
 
     #[inline(always)]
     fn index_insert(&mut self, key: u64, idx: u32) {
-        let mask = self.geo.ntab - 1;
+        let mask = self.geo.mask;
         let mut pos = self.home(key);
         while self.ent(pos).key != EMPTY_KEY {
-            pos = (pos + 1) & mask;
+            pos = (pos + ENTRY_BYTES) & mask;
         }
         // Field by field: `_pad` keeps whatever (initialized) value it has.
         let e = self.ent_mut(pos);
@@ -767,8 +782,8 @@ impl Tlsf<'_> {
     /// Empties position `pos`, shifting back the entries of its probe run.
     #[inline(always)]
     fn index_remove_at(&mut self, mut hole: usize) {
-        let mask = self.geo.ntab - 1;
-        let mut pos = (hole + 1) & mask;
+        let mask = self.geo.mask;
+        let mut pos = (hole + ENTRY_BYTES) & mask;
         loop {
             let e = *self.ent(pos);
             if e.key == EMPTY_KEY {
@@ -781,7 +796,7 @@ impl Tlsf<'_> {
                 *self.ent_mut(hole) = e;
                 hole = pos;
             }
-            pos = (pos + 1) & mask;
+            pos = (pos + ENTRY_BYTES) & mask;
         }
         self.ent_mut(hole).key = EMPTY_KEY;
     }
@@ -1034,7 +1049,8 @@ impl<S: ArenaStorage> Arena<S> {
             nrec: max_blocks,
             tab_bytes: max_blocks * size_of::<Record>(),
             ntab: table_len,
-            shift: 64 - table_len.trailing_zeros(),
+            mask: (table_len - 1) * ENTRY_BYTES,
+            shift: 64 - table_len.trailing_zeros() - ENTRY_BYTES.trailing_zeros(),
         };
         Self::view(&mut storage, &geo).init(capacity);
         Ok(Arena {
@@ -1060,7 +1076,10 @@ impl<S: ArenaStorage> Arena<S> {
         } = *geo;
         let tab_at = CTL_SLOTS + max_blocks;
         debug_assert!(slots.len() >= tab_at + table_len / 2);
-        debug_assert!(table_len.is_power_of_two() && shift == 64 - table_len.trailing_zeros());
+        debug_assert!(
+            table_len.is_power_of_two()
+                && shift == 64 - table_len.trailing_zeros() - ENTRY_BYTES.trailing_zeros()
+        );
         let base = slots.as_mut_ptr();
         // SAFETY: slots [0, CTL_SLOTS) span CTL_SLOTS * 32 >=
         // size_of::<Control>() bytes (in bounds: `layout_for_len` fitted the
@@ -1266,7 +1285,7 @@ impl<S: ArenaStorage> Arena<S> {
                     free_blocks += 1;
                 } else {
                     let p = p.expect("allocated block not indexed");
-                    assert_eq!(t.tab()[p].idx, i);
+                    assert_eq!(t.tab()[p / ENTRY_BYTES].idx, i);
                     let slack = r.prev_free as u64;
                     assert!(slack < Self::MAX_ALIGN && slack % GRANULE == 0);
                     assert!(slack < size);
