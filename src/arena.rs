@@ -306,7 +306,13 @@ fn class_of(size: u64) -> usize {
     let s = class_shift(u);
     // Below SL_COUNT granules: s = 0 and this is `u`. Above: the top
     // SL_LOG2 + 1 bits of `u` are SL_COUNT + sl.
-    (((s as u64) << SL_LOG2) + (u >> s)) as usize
+    let c = (((s as u64) << SL_LOG2) + (u >> s)) as usize;
+    // SAFETY: `u < 2^60`, so `s <= 60 - 1 - SL_LOG2 = 54` and `u >> s <
+    // 2 * SL_COUNT`: `c <= 54 * 32 + 63 < CLASSES`. Telling the compiler
+    // spares the hot paths the `& (CLASSES - 1)` they would otherwise
+    // need to index `heads` and the bitmaps without bounds checks.
+    unsafe { core::hint::assert_unchecked(c < CLASSES) };
+    c
 }
 
 /// The smallest class all of whose sizes are `>= size`: the class of
@@ -318,7 +324,11 @@ fn class_search(size: u64) -> usize {
     let s = class_shift(u);
     // `u / 2^s` rounded up (no overflow: `u < 2^60`).
     let up = (u + ((1u64 << s) - 1)) >> s;
-    (((s as u64) << SL_LOG2) + up) as usize
+    let c = (((s as u64) << SL_LOG2) + up) as usize;
+    // SAFETY: as in `class_of`, `s <= 54` and `up <= 2 * SL_COUNT`:
+    // `c <= 54 * 32 + 64 < CLASSES`.
+    unsafe { core::hint::assert_unchecked(c < CLASSES) };
+    c
 }
 
 /// `None` if sizes `a` and `b` (multiples of the granule) share a class,
@@ -332,7 +342,10 @@ fn class_change(a: u64, b: u64) -> Option<usize> {
         None
     } else {
         // `class_of(a)`, reusing `s`.
-        Some((((s as u64) << SL_LOG2) + (ua >> s)) as usize)
+        let c = (((s as u64) << SL_LOG2) + (ua >> s)) as usize;
+        // SAFETY: as in `class_of`.
+        unsafe { core::hint::assert_unchecked(c < CLASSES) };
+        Some(c)
     }
 }
 
@@ -1353,6 +1366,20 @@ mod tests {
             assert_eq!(NBIT64[k], !(1u64 << k));
             assert_eq!(ABOVE64[k], u64::MAX.checked_shl(k as u32 + 1).unwrap_or(0));
         }
+    }
+
+    #[test]
+    fn classes_stay_below_classes() {
+        // The extremes behind the `assert_unchecked`s in the class maps.
+        for k in 0..64 {
+            for size in [1u64 << k, (1u64 << k) - 1, u64::MAX >> k] {
+                let size = size & !(GRANULE - 1);
+                assert!(class_of(size) < CLASSES);
+                assert!(class_search(size) < CLASSES);
+                assert!(class_change(size, size ^ (1 << 63)).unwrap() < CLASSES);
+            }
+        }
+        assert!(class_search(u64::MAX) < CLASSES);
     }
 
     #[test]
