@@ -1010,6 +1010,38 @@ pub unsafe extern "C" fn mcshm_table_relocate(
     len: u64,
     out: *mut *mut c_void,
 ) -> i32 {
+    if handle_and_out_ok(t, out) {
+        // SAFETY: non-null and aligned (checked above); live per the contract.
+        let table = unsafe { &(*t).table };
+        // Cannot panic: the direct path only does checked indexing-free
+        // loads, compares and wrapping arithmetic.
+        if let Some(local) = table.relocate_direct(peer, remote_addr, len) {
+            // SAFETY: non-null and aligned (checked above); writable per the contract.
+            unsafe { out.write(core::ptr::with_exposed_provenance_mut(local)) };
+            return MCSHM_OK;
+        }
+    }
+    // SAFETY: per this function's contract.
+    unsafe { relocate_slow(t, peer, remote_addr, len, out) }
+}
+
+/// [`mcshm_table_relocate`] for everything but a direct-entry answer: bad
+/// pointers, errors, and answers that need the range record.
+///
+/// # Safety
+/// As [`mcshm_table_relocate`].
+///
+/// `extern "C"` (which cannot unwind) so that the fast path reaches it with a
+/// tail call: no landing pad, hence no stack frame, on the way.
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn relocate_slow(
+    t: *const mcshm_table,
+    peer: u32,
+    remote_addr: u64,
+    len: u64,
+    out: *mut *mut c_void,
+) -> i32 {
     // SAFETY: per this function's contract.
     unsafe { lookup_into(t, out, |t| t.relocate(peer, remote_addr, len)) }
 }

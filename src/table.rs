@@ -44,28 +44,35 @@
 //!   long, any window meets at most two of them, so two references always
 //!   suffice and a lookup does at most two range compares;
 //! * a *direct* entry, for a window that lies wholly inside one remote range:
-//!   `1 << 63 | (local >> 12) << 28 | ref`, where `local` is the local
-//!   address the window's first byte maps to (page aligned, below `2^47`) and
-//!   `ref` the range's record reference (below `2^28`). `relocate` answers
-//!   an access that stays inside the window from this one word, without
-//!   reading the record; anything else (an access running past the window,
-//!   `locate`, a remove) follows `ref` to the record. A window gets a direct
-//!   entry when it is filled and the encoding fits; the local space (whose
-//!   `locate` needs the segment id and offset, not a local address) always
-//!   uses reference pairs.
+//!   `1 << 63 | ref << 36 | (delta >> 12) mod 2^36`, where `delta` is the
+//!   range's `local_base - remote_base` (mod `2^64`; page aligned, and taken
+//!   as a signed number in `[-2^47, 2^47)`) and `ref` the range's record
+//!   reference (below `2^27`). `relocate` answers an access that stays
+//!   inside the window from this one word, as `addr + delta` (the delta
+//!   field shifted up to bit 63 and arithmetically back down to bit 12),
+//!   without reading the record; anything else (an access running past the
+//!   window, `locate`, a remove) follows `ref` to the record. A window gets
+//!   a direct entry when it is filled and the encoding fits (with local and
+//!   remote addresses both below `2^47`, as user addresses are, the delta
+//!   always does); the local space (whose `locate` needs the segment id and
+//!   offset, not a local address) always uses reference pairs.
 //!
 //! With ranges of a few granules or more, most lookups therefore touch one
 //! cache line of the index (plus the few, hot, upper-level lines) and none of
 //! the records: the lookup cost stays flat as the number of ranges grows.
 //!
-//! The root word of a space is `root << 16 | hops << 12 | ksh << 6 | g`:
+//! The root word of a space is `root << 16 | hops << 12 | g << 6 | ksh`:
 //! `root` is the storage word index of the root node (0 = empty space),
-//! `hops = levels - 1`, and `ksh = 64 - g - 12 * levels` is the *key shift*:
-//! `addr << ksh` left-aligns the key so that the top level's slot is its top
-//! 12 bits, and each level below takes the next 12 after a constant shift
-//! (key bits above the top level fall off the word). Readers get the tree,
-//! its depth and its granule from one load, and walk it with constant
-//! shifts and one bounds check per node reference.
+//! `hops` has one bit per interior level (`levels - 1` low bits set: 0, 1
+//! or 3), and `ksh = 64 - g - 12 * levels` is the *key shift*: `addr << ksh`
+//! left-aligns the key so that the top level's slot is its top 12 bits, and
+//! each level below takes the next 12 after a constant shift (key bits above
+//! the top level fall off the word). The key shift sits in the low bits, so
+//! the root word itself is the shift count; the walk tests one `hops` bit
+//! per level instead of counting. Readers get the tree, its depth and its
+//! granule from one load, and walk it with constant shifts and one bounds
+//! check per node reference. (Under Miri, whose nodes are smaller and trees
+//! deeper, `hops` takes up to 5 bits and `root` starts at bit 20.)
 //!
 //! When a range with a footprint shorter
 //! than `G` arrives, the writer builds a complete new tree with the smaller
@@ -178,12 +185,14 @@ const LOCAL_SPACE: usize = 0;
 /// Leaf entry flag of a *direct* entry (module documentation): bit 63, never
 /// set in a reference pair as references are below `2^31`.
 const DIRECT: u64 = 1 << 63;
-/// A direct entry's record reference: its low 28 bits.
-const DIRECT_REF_BITS: u32 = 28;
-const DIRECT_REF_MASK: u64 = (1 << DIRECT_REF_BITS) - 1;
-/// A direct entry's local window base, page number in bits 28..63: below
-/// `2^47`.
-const DIRECT_LOCAL_LIMIT: u64 = 1 << 47;
+/// A direct entry's record reference: bits 36..63, below `2^27`.
+const DIRECT_REF_SHIFT: u32 = 36;
+const DIRECT_REF_MASK: u64 = (1 << 27) - 1;
+/// A direct entry's `local - remote` delta, in pages, two's complement in
+/// its low 36 bits: deltas in `[-2^47, 2^47)`.
+const DIRECT_DELTA_BITS: u32 = 36;
+const DIRECT_DELTA_MASK: u64 = (1 << DIRECT_DELTA_BITS) - 1;
+const DIRECT_DELTA_LIMIT: i64 = 1 << (DIRECT_DELTA_BITS + PAGE_SHIFT - 1);
 
 /// Storage a [`Table`] can live in: a slice of `AtomicU64` behind `Deref`.
 ///
@@ -331,15 +340,18 @@ const fn levels(g: u32) -> u32 {
     (ADDR_BITS - g).div_ceil(LEVEL_BITS)
 }
 
-/// Covers the `hops` of every valid root word (`levels(PAGE_SHIFT) - 1`
-/// at most): 2 with 12-bit nodes, 5 under Miri.
-const HOPS_MASK: u32 = levels(PAGE_SHIFT).next_power_of_two() - 1;
+/// The most interior levels a tree has (`levels(PAGE_SHIFT) - 1`): 2 with
+/// 12-bit nodes, 5 under Miri.
+const MAX_HOPS: u32 = levels(PAGE_SHIFT) - 1;
 
-/// Root word fields (see the module documentation).
-const ROOT_NODE_SHIFT: u32 = 16;
+/// Root word fields (see the module documentation): the key shift in bits
+/// 0..6, the granule shift in bits 6..12, one bit per interior level from
+/// bit 12, the root node from `ROOT_NODE_SHIFT`.
+const ROOT_G_SHIFT: u32 = 6;
 const ROOT_HOPS_SHIFT: u32 = 12;
-const ROOT_KSH_SHIFT: u32 = 6;
-const ROOT_G_MASK: u64 = 0x3f;
+const ROOT_NODE_SHIFT: u32 = if cfg!(miri) { 20 } else { 16 };
+const ROOT_FIELD_MASK: u64 = 0x3f;
+const _: () = assert!(ROOT_HOPS_SHIFT + MAX_HOPS <= ROOT_NODE_SHIFT);
 
 /// The root word of a tree whose root node starts at storage word
 /// `node_word`, with granule shift `g`.
@@ -349,10 +361,9 @@ const fn root_word(node_word: usize, g: u32) -> u64 {
     // The key shift: `addr << ksh` puts the top level's slot bits at the
     // top of the word (`g + l * LEVEL_BITS` is at most 59, so `ksh >= 5`).
     let ksh = 64 - g - l * LEVEL_BITS;
-    (node_word as u64) << ROOT_NODE_SHIFT
-        | ((l - 1) as u64) << ROOT_HOPS_SHIFT
-        | (ksh as u64) << ROOT_KSH_SHIFT
-        | g as u64
+    // Bit `ROOT_HOPS_SHIFT + i` set for every interior level `i < l - 1`.
+    let hops = ((1u64 << (l - 1)) - 1) << ROOT_HOPS_SHIFT;
+    (node_word as u64) << ROOT_NODE_SHIFT | hops | (g as u64) << ROOT_G_SHIFT | ksh as u64
 }
 
 /// Validates a range to be indexed and returns the end of its footprint.
@@ -648,26 +659,50 @@ impl<S: TableStorage> Table<S> {
         Ok(s.value.wrapping_add(off) as usize)
     }
 
-    /// The answer of leaf entry `e` (of a tree with granule shift `g`) for
-    /// an access of `len` bytes at `addr`, if `e` is direct and the access
-    /// stays in its window.
+    /// The common case of [`Self::relocate`] alone: `Some(local)` when the
+    /// access is answered by a direct leaf entry, `None` for everything else
+    /// (an error or an answer that needs the record), which
+    /// [`Self::relocate`] then gives. Same checks, no record read, no error
+    /// values: the C ABI runs it first and falls back to the full call.
+    #[cfg(feature = "capi")]
+    #[inline(always)]
+    pub(crate) fn relocate_direct(&self, peer: u32, remote_addr: u64, len: u64) -> Option<usize> {
+        if peer >= self.cfg.max_peers {
+            return None;
+        }
+        let (g, e) = self.walk(peer as usize + 1, remote_addr)?;
+        Self::direct(g, e, remote_addr, len)
+    }
+
+    /// The answer of leaf entry `e` (of a tree with granule shift `g`, taken
+    /// modulo 64) for an access of `len` bytes at `addr`, if `e` is direct
+    /// and the access stays in its window; `None` leaves the answer to the
+    /// record.
     ///
     /// A direct entry's window lies inside one range, so the entry alone is
     /// the translation; the access must stay in the window (else the range's
     /// end decides, which only the record knows) and `addr` must be a real
     /// address (the walk drops address bits above the tree's top level).
+    /// With `addr` and `len` below `2^48` nothing wraps, and the access stays
+    /// in the window iff its last byte has the window number of its first.
+    /// `len == 0` at a window start fails that test (the "last byte" is in
+    /// the window before) and is answered, the same, through the record.
     #[inline(always)]
     fn direct(g: u32, e: u64, addr: u64, len: u64) -> Option<usize> {
         if e & DIRECT == 0 {
             return None;
         }
-        let gmask = (1u64 << g) - 1;
-        let in_window = addr & gmask;
-        if addr >= ADDR_LIMIT || len > gmask - in_window + 1 {
+        if (addr | len) >= ADDR_LIMIT {
             return None;
         }
-        let base = (e & !DIRECT) >> DIRECT_REF_BITS << PAGE_SHIFT;
-        Some(base.wrapping_add(in_window) as usize)
+        let last = addr.wrapping_add(len).wrapping_sub(1);
+        if (last ^ addr).wrapping_shr(g) != 0 {
+            return None;
+        }
+        // Sign-extend the delta field (the flag and the reference shift out).
+        let delta = ((e << (64 - DIRECT_DELTA_BITS)) as i64
+            >> (64 - DIRECT_DELTA_BITS - PAGE_SHIFT)) as u64;
+        Some(addr.wrapping_add(delta) as usize)
     }
 
     // ------------------------------------------------------------------
@@ -796,46 +831,56 @@ impl<S: TableStorage> Table<S> {
         // SAFETY: `space <= max_peers` (callers check the peer), and the
         // root region holds `1 + max_peers` words.
         debug_assert_eq!(self.lay.roots, HEADER_WORDS);
-        let root = unsafe { self.word(HEADER_WORDS + space) }.load(Acquire);
         // The slice once: `self.word` would re-read the storage handle after
         // every `Acquire` load.
         let st: &[AtomicU64] = &self.storage;
+        debug_assert!(HEADER_WORDS + space < self.lay.total);
+        // SAFETY: as above; `lay.total <= st.len()` (`new` checked the
+        // length, `TableStorage` keeps it).
+        let root = unsafe { st.get_unchecked(HEADER_WORDS + space) }.load(Acquire);
         let (nodes, lim) = (self.lay.nodes, self.lay.node_lim);
         // `root == 0` (empty space) gives node word 0, which is in the
         // header: `0 - nodes` wraps and fails the check.
-        let mut node = (root >> ROOT_NODE_SHIFT) as usize;
+        let node = (root >> ROOT_NODE_SHIFT) as usize;
         if node.wrapping_sub(nodes) >= lim {
             return None;
         }
         // The key, left-aligned: `addr << ksh` puts the top level's slot
         // bits at the top of the word (key bits above the top level fall
-        // off, as a slot mask would drop them), so every level takes the top
-        // `LEVEL_BITS` bits and shifts the rest up by a constant.
-        // `wrapping_shl` takes the shift modulo 64, as the field is 6 bits.
-        let mut key = addr.wrapping_shl((root >> ROOT_KSH_SHIFT) as u32);
-        // Masked: a corrupted root word still walks at most `HOPS_MASK + 1`
-        // levels (and the compiler unrolls no more).
-        let mut hops = (root >> ROOT_HOPS_SHIFT) as u32 & HOPS_MASK;
-        loop {
-            let slot = (key >> (64 - LEVEL_BITS)) as usize;
-            debug_assert!(node + slot < self.lay.total);
-            // SAFETY: `node - nodes < node_lim` (checked) and
-            // `slot < NODE_WORDS`, so `node + slot` lies inside the node
-            // region (see `Layout::node_lim`), and `lay.total <= st.len()`
-            // (`new` checked the length, `TableStorage` keeps it).
-            let e = unsafe { st.get_unchecked(node + slot) }.load(Acquire);
-            if hops == 0 {
-                return Some(((root & ROOT_G_MASK) as u32, e));
+        // off, as a slot mask would drop them), so level `i` takes the top
+        // `LEVEL_BITS` bits of `addr << ksh << (i * LEVEL_BITS)`.
+        // `wrapping_shl` takes the shift modulo 64: the low 6 bits of the
+        // root word are the key shift. Each level shifts `addr` anew rather
+        // than keeping a shifted key: as many instructions, one register
+        // fewer.
+        let slot = (addr.wrapping_shl(root as u32) >> (64 - LEVEL_BITS)) as usize;
+        debug_assert!(node + slot < self.lay.total);
+        // SAFETY: `node - nodes < node_lim` (checked) and
+        // `slot < NODE_WORDS`, so `node + slot` lies inside the node
+        // region (see `Layout::node_lim`), and `lay.total <= st.len()`
+        // (`new` checked the length, `TableStorage` keeps it).
+        let mut e = unsafe { st.get_unchecked(node + slot) }.load(Acquire);
+        // One root word bit per interior level: at most `MAX_HOPS` more
+        // loads, whatever the word holds (the compiler unrolls the loop).
+        let mut hop = 0;
+        while hop < MAX_HOPS {
+            if root & (1 << (ROOT_HOPS_SHIFT + hop)) == 0 {
+                break;
             }
-            hops -= 1;
+            hop += 1;
             // Interior entries hold the child's node word index (0: empty,
             // which fails the check like the root word 0 above).
-            node = e as usize;
+            let node = e as usize;
             if node.wrapping_sub(nodes) >= lim {
                 return None;
             }
-            key <<= LEVEL_BITS;
+            let key = addr.wrapping_shl(root as u32) << (hop * LEVEL_BITS);
+            let slot = (key >> (64 - LEVEL_BITS)) as usize;
+            debug_assert!(node + slot < self.lay.total);
+            // SAFETY: as for the root node above.
+            e = unsafe { st.get_unchecked(node + slot) }.load(Acquire);
         }
+        Some(((root >> ROOT_G_SHIFT) as u32, e))
     }
 
     /// The record referenced from leaf entry `leaf` that belongs to `space`
@@ -847,7 +892,8 @@ impl<S: TableStorage> Table<S> {
     #[inline(always)]
     fn match_leaf(&self, space: usize, addr: u64, leaf: u64) -> Option<Snap> {
         if leaf & DIRECT != 0 {
-            return self.match_ref(space, addr, (leaf & DIRECT_REF_MASK) as u32);
+            let r = (leaf >> DIRECT_REF_SHIFT) & DIRECT_REF_MASK;
+            return self.match_ref(space, addr, r as u32);
         }
         if let Some(s) = self.match_ref(space, addr, leaf as u32) {
             return Some(s);
@@ -892,7 +938,7 @@ impl<S: TableStorage> Table<S> {
 
     fn granule_of(&self, space: usize) -> Option<u64> {
         let root = self.storage[self.lay.roots + space].load(Acquire);
-        (root != 0).then(|| 1u64 << (root & ROOT_G_MASK))
+        (root != 0).then(|| 1u64 << (root >> ROOT_G_SHIFT & ROOT_FIELD_MASK))
     }
 
     // ------------------------------------------------------------------
@@ -962,7 +1008,7 @@ impl<S: TableStorage> Table<S> {
     /// [`Self::rebuild`].
     fn decode_root(&self, root: u64) -> (usize, u32) {
         let node = ((root >> ROOT_NODE_SHIFT) as usize - self.lay.nodes) / NODE_WORDS;
-        (node, (root & ROOT_G_MASK) as u32)
+        (node, (root >> ROOT_G_SHIFT & ROOT_FIELD_MASK) as u32)
     }
 
     /// Takes a fresh, zeroed node from the bump region.
@@ -1045,7 +1091,8 @@ impl<S: TableStorage> Table<S> {
     /// `value`) into every entry of the tree `(root, g)` that covers its
     /// footprint; nodes must exist. A window the range covers whole gets a
     /// direct entry when it can be encoded (remote space, reference below
-    /// `2^28`, local window base below `2^47`), the others a reference.
+    /// `2^27`, `local - remote` delta in `[-2^47, 2^47)`), the others a
+    /// reference.
     fn fill(
         &self,
         (root, g): (usize, u32),
@@ -1066,9 +1113,11 @@ impl<S: TableStorage> Table<S> {
                 && r <= DIRECT_REF_MASK
                 && lo >= start
                 && (k + 1) << g <= start + len;
-            let local = value.wrapping_add(lo.wrapping_sub(start));
-            let new = if direct && local < DIRECT_LOCAL_LIMIT {
-                DIRECT | (local >> PAGE_SHIFT) << DIRECT_REF_BITS | r
+            // `local - remote`, the same for every byte of the range.
+            let delta = value.wrapping_sub(start);
+            let fits = (-DIRECT_DELTA_LIMIT..DIRECT_DELTA_LIMIT).contains(&(delta as i64));
+            let new = if direct && fits {
+                DIRECT | r << DIRECT_REF_SHIFT | (delta >> PAGE_SHIFT) & DIRECT_DELTA_MASK
             } else if e as u32 == 0 {
                 debug_assert_eq!(e & DIRECT, 0, "direct entry shared with another range");
                 e | r
@@ -1197,7 +1246,7 @@ impl<S: TableStorage> Table<S> {
             let e = w.load(Relaxed);
             let mut new = e;
             if e & DIRECT != 0 {
-                if e & DIRECT_REF_MASK == r {
+                if (e >> DIRECT_REF_SHIFT) & DIRECT_REF_MASK == r {
                     w.store(0, Release);
                 }
                 return Ok(());
@@ -1219,7 +1268,7 @@ impl<S: TableStorage> Table<S> {
 /// The record references of leaf entry `e` (0: none).
 fn refs_of(e: u64) -> [u32; 2] {
     if e & DIRECT != 0 {
-        [(e & DIRECT_REF_MASK) as u32, 0]
+        [((e >> DIRECT_REF_SHIFT) & DIRECT_REF_MASK) as u32, 0]
     } else {
         [e as u32, (e >> 32) as u32]
     }

@@ -495,9 +495,10 @@ fn direct_entries() {
     ] {
         assert_eq!(t.relocate(0, a, len), want, "relocate({a:#x}, {len:#x})");
     }
-    // A local base too high to encode: references only, same answers.
+    // A delta `local - remote` too large to encode: references only, same
+    // answers.
     let rh = rb + 12 * g;
-    let high = (u64::MAX - 4 * g + 1) & !(PAGE_SIZE - 1);
+    let high = rh + (1 << 47);
     t.insert_remote(0, rh, 2 * g, high as usize).unwrap();
     assert_eq!(direct(), 5);
     assert_eq!(t.relocate(0, rh + g + 3, 8), Ok((high + g + 3) as usize));
@@ -532,6 +533,58 @@ fn direct_entries() {
         Ok(0x10_0000 + MIB as usize - 1)
     );
     assert_eq!(t.relocate(0, rb + 20 * g + MIB - 1, 2), oob);
+}
+
+/// A direct entry holds `local - remote` in pages, in 36 bits: deltas in
+/// `[-2^47, 2^47)` are direct, whichever way the local base lies (also near
+/// the top of the address space, where the answer wraps back from the
+/// delta), the others go through the record with the same answers.
+#[test]
+fn direct_delta_limits() {
+    let g = 64 * MIB;
+    let rb = 0x10_0000_0000u64;
+    let lim = 1u64 << 47;
+    for (local, direct) in [
+        (rb + lim - PAGE_SIZE, true),
+        (rb + lim, false),
+        (rb + 3 * g, true),
+        (0, true),
+        ((u64::MAX - 4 * g + 1) & !(PAGE_SIZE - 1), true),
+    ] {
+        let c = cfg(0, 1, 2, 4 * MIRI_NODES);
+        let words = storage(&c);
+        let t = Table::new(c, &words[..]).unwrap();
+        t.insert_remote(0, rb, 2 * g, local as usize).unwrap();
+        let n = words[t.lay.nodes..]
+            .iter()
+            .filter(|w| w.load(Relaxed) & DIRECT != 0)
+            .count();
+        // One 128 MiB window: the granule is the footprint, rounded down.
+        assert_eq!(n, direct as usize, "local {local:#x}");
+        for (off, len) in [(0, 1), (g - 1, 1), (g + 5, 4096), (2 * g - 1, 1), (7, g)] {
+            let want = local.wrapping_add(off) as usize;
+            assert_eq!(
+                t.relocate(0, rb + off, len),
+                Ok(want),
+                "local {local:#x} off {off:#x}"
+            );
+        }
+        assert_eq!(t.relocate(0, rb + 2 * g - 1, 2), Err(Error::OutOfBounds));
+    }
+    // Just below the lowest delta, and the lowest.
+    let c = cfg(0, 1, 2, 4 * MIRI_NODES);
+    let words = storage(&c);
+    let t = Table::new(c, &words[..]).unwrap();
+    let rh = lim + 0x1000_0000;
+    t.insert_remote(0, rh, g, 0x0fff_f000).unwrap();
+    t.insert_remote(0, rh + g, g, 0x1400_0000).unwrap();
+    let n = words[t.lay.nodes..]
+        .iter()
+        .filter(|w| w.load(Relaxed) & DIRECT != 0)
+        .count();
+    assert_eq!(n, 1);
+    assert_eq!(t.relocate(0, rh + 9, 1), Ok(0x0fff_f009));
+    assert_eq!(t.relocate(0, rh + g + 9, 1), Ok(0x1400_0009));
 }
 
 /// Index words are data: with roots, nodes and records overwritten by
