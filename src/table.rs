@@ -18,7 +18,7 @@
 //! | header  | 8                                       | writer lock, node bump pointer, range-record bump pointer and free list, counters |
 //! | roots   | `1 + max_peers`                         | one root word per *address space*: space 0 is the local space of the segments, space `1 + p` is peer `p` |
 //! | records | `4 * (max_segments + max_ranges)`       | records `0..max_segments` are the segment slots (indexed by id), the rest are range records |
-//! | nodes   | `4096 * max_nodes`                      | radix nodes, 4096 words (32 KiB) each |
+//! | nodes   | `4096 * (1 + max_nodes)`                | radix nodes, 4096 words (32 KiB) each; node 0 is the *empty node* |
 //!
 //! A record is four words `[seq, start, len, value]`: `seq` holds the owning
 //! address space in its high 32 bits and a seqlock counter in its low 32
@@ -34,9 +34,12 @@
 //! *footprint* (a range's length rounded up to the page size). Nodes have
 //! 4096 entries (12 key bits), so a tree has `ceil((48 - g) / 12)` levels:
 //! 3 for 4 KiB granules, 2 from 16 MiB, 1 from 64 GiB. Interior entries hold
-//! the storage word index of the child node's first word (0 = empty: word 0
-//! is in the header, never a node). A leaf entry covers one `G`-aligned
-//! *window* and has one of two forms:
+//! the *node reference* of the child: the offset of its first word from the
+//! start of the node region. Reference 0 is the *empty node*, which is never
+//! handed out or written, so all its entries stay 0: an empty interior entry
+//! (0) leads a reader there, and from there to an empty leaf entry, without
+//! a test of its own. A leaf entry covers one `G`-aligned *window* and has
+//! one of two forms:
 //!
 //! * a *reference pair*: two 32-bit record references (`record index + 1`,
 //!   0 = empty; references are below `2^31`, so bit 63 is clear). Since the
@@ -62,7 +65,8 @@
 //! the records: the lookup cost stays flat as the number of ranges grows.
 //!
 //! The root word of a space is `root << 16 | hops << 12 | g << 6 | ksh`:
-//! `root` is the storage word index of the root node (0 = empty space),
+//! `root` is the node reference of the root node (0 = empty space: the empty
+//! node),
 //! `hops` has one bit per interior level (`levels - 1` low bits set: 0, 1
 //! or 3), and `ksh = 64 - g - 12 * levels` is the *key shift*: `addr << ksh`
 //! left-aligns the key so that the top level's slot is its top 12 bits, and
@@ -271,11 +275,11 @@ struct Layout {
     roots: usize,
     records: usize,
     nodes: usize,
-    /// `max_nodes * NODE_WORDS - (NODE_WORDS - 1)` (0 without nodes): a
-    /// node word index `n` is the start of a whole node inside the region
-    /// iff `n - nodes < node_lim` (wrapping) and it is node aligned; the
-    /// readers check only the first part, which already keeps every slot
-    /// `n + (0..NODE_WORDS)` inside the storage.
+    /// `max_nodes * NODE_WORDS + 1`, the number of node words after the
+    /// empty node's, plus one: a node reference `n` is the start of a whole
+    /// node inside the region iff `n < node_lim` and it is node aligned; the
+    /// readers check only the first part, which already keeps every word
+    /// `nodes + n + (0..NODE_WORDS)` inside the storage.
     node_lim: usize,
     total: usize,
 }
@@ -304,14 +308,15 @@ impl Layout {
         let records = tri!(roots.checked_add(1 + cfg.max_peers as usize));
         let rec_words = tri!((records_n as usize).checked_mul(REC_WORDS));
         let nodes = tri!(records.checked_add(rec_words));
-        let node_words = tri!((cfg.max_nodes as usize).checked_mul(NODE_WORDS));
+        // `1 +`: node 0 is the empty node (`max_nodes < u32::MAX`).
+        let node_words = tri!((1 + cfg.max_nodes as usize).checked_mul(NODE_WORDS));
         let total = tri!(nodes.checked_add(node_words));
         Some(Layout {
             n_records: records_n as usize,
             roots,
             records,
             nodes,
-            node_lim: node_words.saturating_sub(NODE_WORDS - 1),
+            node_lim: node_words - (NODE_WORDS - 1),
             total,
         })
     }
@@ -352,18 +357,20 @@ const ROOT_HOPS_SHIFT: u32 = 12;
 const ROOT_NODE_SHIFT: u32 = if cfg!(miri) { 20 } else { 16 };
 const ROOT_FIELD_MASK: u64 = 0x3f;
 const _: () = assert!(ROOT_HOPS_SHIFT + MAX_HOPS <= ROOT_NODE_SHIFT);
+// The walk adds `LEVEL_BITS` per level to the key shift field (at most 16).
+const _: () = assert!(16 + MAX_HOPS * LEVEL_BITS < 64);
 
-/// The root word of a tree whose root node starts at storage word
-/// `node_word`, with granule shift `g`.
+/// The root word of a tree whose root node has node reference `node_ref`,
+/// with granule shift `g`.
 #[inline(always)]
-const fn root_word(node_word: usize, g: u32) -> u64 {
+const fn root_word(node_ref: usize, g: u32) -> u64 {
     let l = levels(g);
     // The key shift: `addr << ksh` puts the top level's slot bits at the
     // top of the word (`g + l * LEVEL_BITS` is at most 59, so `ksh >= 5`).
     let ksh = 64 - g - l * LEVEL_BITS;
     // Bit `ROOT_HOPS_SHIFT + i` set for every interior level `i < l - 1`.
     let hops = ((1u64 << (l - 1)) - 1) << ROOT_HOPS_SHIFT;
-    (node_word as u64) << ROOT_NODE_SHIFT | hops | (g as u64) << ROOT_G_SHIFT | ksh as u64
+    (node_ref as u64) << ROOT_NODE_SHIFT | hops | (g as u64) << ROOT_G_SHIFT | ksh as u64
 }
 
 /// Validates a range to be indexed and returns the end of its footprint.
@@ -422,10 +429,10 @@ impl<S: TableStorage> Table<S> {
     ///
     /// `storage` must hold at least [`Table::words_for`]`(&cfg)` words; it may
     /// be zeroed (e.g. an anonymous mapping) or hold garbage (a reused `Vec`).
-    /// Only the header, roots and records are cleared here, and only words
-    /// that are not already zero are written, so a fresh anonymous mapping is
-    /// not dirtied; nodes are zeroed when they are taken. No other table may
-    /// use the same storage at the same time.
+    /// Only the header, roots, records and the empty node are cleared here,
+    /// and only words that are not already zero are written, so a fresh
+    /// anonymous mapping is not dirtied; nodes are zeroed when they are
+    /// taken. No other table may use the same storage at the same time.
     ///
     /// Errors: [`Error::InvalidArgument`] for an invalid configuration or too
     /// small a storage.
@@ -434,7 +441,7 @@ impl<S: TableStorage> Table<S> {
         if storage.len() < lay.total {
             return Err(Error::InvalidArgument);
         }
-        for w in &storage[..lay.nodes] {
+        for w in &storage[..lay.nodes + NODE_WORDS] {
             if w.load(Relaxed) != 0 {
                 w.store(0, Relaxed);
             }
@@ -667,7 +674,8 @@ impl<S: TableStorage> Table<S> {
     #[cfg(feature = "capi")]
     #[inline(always)]
     pub(crate) fn relocate_direct(&self, peer: u32, remote_addr: u64, len: u64) -> Option<usize> {
-        if peer >= self.cfg.max_peers {
+        // `direct`'s first test, ahead of the walk: one register fewer there.
+        if peer >= self.cfg.max_peers || (remote_addr | len) >= ADDR_LIMIT {
             return None;
         }
         let (g, e) = self.walk(peer as usize + 1, remote_addr)?;
@@ -719,9 +727,10 @@ impl<S: TableStorage> Table<S> {
         &self.storage[self.lay.records + idx * REC_WORDS + field]
     }
 
+    /// Word `slot` of (allocated) node `node`.
     #[inline(always)]
     fn node_word(&self, node: usize, slot: usize) -> &AtomicU64 {
-        &self.storage[self.lay.nodes + node * NODE_WORDS + slot]
+        &self.storage[self.lay.nodes + Self::node_ref(node) + slot]
     }
 
     /// Word `i` of the storage, without a bounds check.
@@ -806,11 +815,12 @@ impl<S: TableStorage> Table<S> {
     ///
     /// Index words are data, not invariants (a `&[AtomicU64]` storage may be
     /// scribbled on by its owner), so every node and record reference read
-    /// from them is range checked before use; a bad one is a miss. Empty
-    /// references fail the same checks (node word 0 is in the header; a
-    /// record `ref - 1` wraps). A node reference is only checked to leave
-    /// room for a whole node after it, not to be node aligned: a corrupted
-    /// one reads the wrong words, never words outside the storage.
+    /// from them is range checked before use; a bad one is a miss. An empty
+    /// node reference leads to the empty node, whose entries are all 0 (a
+    /// record reference 0 fails its check: `ref - 1` wraps). A node
+    /// reference is only checked to leave room for a whole node after it,
+    /// not to be node aligned: a corrupted one reads the wrong words, never
+    /// words outside the storage.
     ///
     /// Addresses at or above `2^48` need no separate check: every slot index
     /// is the top `LEVEL_BITS` bits of the shifted key, so it stays inside
@@ -823,8 +833,8 @@ impl<S: TableStorage> Table<S> {
     }
 
     /// The walk of [`Self::lookup`]: `(granule shift, leaf entry)` of the
-    /// window of `addr` in the tree of `space`; `None` if the walk meets an
-    /// empty (or bad) node reference.
+    /// window of `addr` in the tree of `space` (an empty one is 0); `None`
+    /// if the walk meets a bad node reference.
     #[inline(always)]
     fn walk(&self, space: usize, addr: u64) -> Option<(u32, u64)> {
         debug_assert!(space <= self.cfg.max_peers as usize);
@@ -838,49 +848,54 @@ impl<S: TableStorage> Table<S> {
         // SAFETY: as above; `lay.total <= st.len()` (`new` checked the
         // length, `TableStorage` keeps it).
         let root = unsafe { st.get_unchecked(HEADER_WORDS + space) }.load(Acquire);
-        let (nodes, lim) = (self.lay.nodes, self.lay.node_lim);
-        // `root == 0` (empty space) gives node word 0, which is in the
-        // header: `0 - nodes` wraps and fails the check.
+        // SAFETY: `lay.nodes <= lay.total <= st.len()`.
+        let region = unsafe { st.get_unchecked(self.lay.nodes..) };
+        // Read at each check (no register held across the walk).
+        // SAFETY: a plain read of a field of `self`.
+        let lim = || unsafe { core::ptr::read_volatile(&self.lay.node_lim) };
+        // `root == 0` (empty space) gives the empty node: 0 hops, all
+        // entries 0, so the leaf entry is 0 (no reference).
         let node = (root >> ROOT_NODE_SHIFT) as usize;
-        if node.wrapping_sub(nodes) >= lim {
+        if node >= lim() {
             return None;
         }
         // The key, left-aligned: `addr << ksh` puts the top level's slot
         // bits at the top of the word (key bits above the top level fall
         // off, as a slot mask would drop them), so level `i` takes the top
-        // `LEVEL_BITS` bits of `addr << ksh << (i * LEVEL_BITS)`.
-        // `wrapping_shl` takes the shift modulo 64: the low 6 bits of the
-        // root word are the key shift. Each level shifts `addr` anew rather
-        // than keeping a shifted key: as many instructions, one register
-        // fewer.
-        let slot = (addr.wrapping_shl(root as u32) >> (64 - LEVEL_BITS)) as usize;
-        debug_assert!(node + slot < self.lay.total);
-        // SAFETY: `node - nodes < node_lim` (checked) and
-        // `slot < NODE_WORDS`, so `node + slot` lies inside the node
-        // region (see `Layout::node_lim`), and `lay.total <= st.len()`
-        // (`new` checked the length, `TableStorage` keeps it).
-        let mut e = unsafe { st.get_unchecked(node + slot) }.load(Acquire);
+        // `LEVEL_BITS` bits of `addr << (ksh + i * LEVEL_BITS)`.
+        // `wrapping_shl` takes the shift modulo 64: the low 6 bits of `sh`
+        // are the key shift. `sh` starts as the root word and gains
+        // `LEVEL_BITS` per level, which leaves its other fields alone
+        // (`ksh + MAX_HOPS * LEVEL_BITS < 64` in a valid root word), and
+        // keeps no shifted key in a register.
+        let mut sh = root as u32;
+        let slot = (addr.wrapping_shl(sh) >> (64 - LEVEL_BITS)) as usize;
+        debug_assert!(self.lay.nodes + node + slot < self.lay.total);
+        // SAFETY: `node < node_lim` (checked) and `slot < NODE_WORDS`, so
+        // `node + slot` lies inside the node region (see `Layout::node_lim`),
+        // which `region` starts with.
+        let mut e = unsafe { region.get_unchecked(node + slot) }.load(Acquire);
         // One root word bit per interior level: at most `MAX_HOPS` more
         // loads, whatever the word holds (the compiler unrolls the loop).
         let mut hop = 0;
         while hop < MAX_HOPS {
-            if root & (1 << (ROOT_HOPS_SHIFT + hop)) == 0 {
+            if sh & (1 << (ROOT_HOPS_SHIFT + hop)) == 0 {
                 break;
             }
             hop += 1;
-            // Interior entries hold the child's node word index (0: empty,
-            // which fails the check like the root word 0 above).
+            // Interior entries hold the child's node reference (0: empty,
+            // the empty node).
             let node = e as usize;
-            if node.wrapping_sub(nodes) >= lim {
+            if node >= lim() {
                 return None;
             }
-            let key = addr.wrapping_shl(root as u32) << (hop * LEVEL_BITS);
-            let slot = (key >> (64 - LEVEL_BITS)) as usize;
-            debug_assert!(node + slot < self.lay.total);
+            sh += LEVEL_BITS;
+            let slot = (addr.wrapping_shl(sh) >> (64 - LEVEL_BITS)) as usize;
+            debug_assert!(self.lay.nodes + node + slot < self.lay.total);
             // SAFETY: as for the root node above.
-            e = unsafe { st.get_unchecked(node + slot) }.load(Acquire);
+            e = unsafe { region.get_unchecked(node + slot) }.load(Acquire);
         }
-        Some(((root >> ROOT_G_SHIFT) as u32, e))
+        Some((sh >> ROOT_G_SHIFT, e))
     }
 
     /// The record referenced from leaf entry `leaf` that belongs to `space`
@@ -999,15 +1014,22 @@ impl<S: TableStorage> Table<S> {
         }
     }
 
-    /// Storage word index of the first word of node `n`.
-    fn node_start(&self, n: usize) -> usize {
-        self.lay.nodes + n * NODE_WORDS
+    /// The node reference of allocated node `n` (the empty node comes
+    /// first).
+    fn node_ref(n: usize) -> usize {
+        (n + 1) * NODE_WORDS
+    }
+
+    /// The allocated node a non-zero node reference written by the writer
+    /// points to.
+    fn node_of(r: usize) -> usize {
+        r / NODE_WORDS - 1
     }
 
     /// `(root node, granule shift)` of a non-zero root word written by
     /// [`Self::rebuild`].
     fn decode_root(&self, root: u64) -> (usize, u32) {
-        let node = ((root >> ROOT_NODE_SHIFT) as usize - self.lay.nodes) / NODE_WORDS;
+        let node = Self::node_of((root >> ROOT_NODE_SHIFT) as usize);
         (node, (root >> ROOT_G_SHIFT & ROOT_FIELD_MASK) as u32)
     }
 
@@ -1019,7 +1041,7 @@ impl<S: TableStorage> Table<S> {
         }
         self.h(H_NEXT_NODE).store(next + 1, Relaxed);
         let n = next as usize;
-        let at = self.lay.nodes + n * NODE_WORDS;
+        let at = self.lay.nodes + Self::node_ref(n);
         for w in &self.storage[at..at + NODE_WORDS] {
             w.store(0, Relaxed);
         }
@@ -1036,10 +1058,10 @@ impl<S: TableStorage> Table<S> {
             let w = self.node_word(node, ((prefix >> shift) & SLOT_MASK) as usize);
             let e = w.load(Relaxed);
             node = if e != 0 {
-                (e as usize - self.lay.nodes) / NODE_WORDS
+                Self::node_of(e as usize)
             } else if create {
                 let n = self.alloc_node()?;
-                w.store(self.node_start(n) as u64, Release);
+                w.store(Self::node_ref(n) as u64, Release);
                 n
             } else {
                 return Ok(None);
@@ -1226,7 +1248,7 @@ impl<S: TableStorage> Table<S> {
             }
         };
         self.write_record(idx, space as u32, start, len, value);
-        self.storage[self.lay.roots + space].store(root_word(self.node_start(root), g), Release);
+        self.storage[self.lay.roots + space].store(root_word(Self::node_ref(root), g), Release);
         self.bump(H_REBUILDS, 1);
         Ok(())
     }
