@@ -42,11 +42,11 @@ const R_START: usize = 1;
 const R_LEN: usize = 2;
 const R_VALUE: usize = 3;
 const NODE_WORDS: usize = 2;
-/// Storage word index of node 0's first word. Node references (interior
-/// entries and the root word's node field) are node word indices, as in the
-/// real table, whose node region starts after the header: 0 is never a
-/// node and means "empty".
-const NODES_AT: usize = 1;
+/// Node references (interior entries and the root word's node field) are
+/// word offsets into the node region, as in the real table, whose first
+/// node is the *empty node*: never handed out or written, all 0, so an
+/// empty reference (0) leads the reader to an empty entry.
+const EMPTY_NODE_WORDS: usize = NODE_WORDS;
 /// The address space the writer uses (the real table: 0 local, 1 + peer).
 const SPACE: u32 = 1;
 /// Leaf entry flag of a direct entry (as in the real table).
@@ -80,25 +80,26 @@ impl Mini {
                 .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
                 .collect(),
             // Nodes start with stale content, as after a failed rebuild gave
-            // its nodes back.
-            nodes: (0..nodes * NODE_WORDS)
-                .map(|_| AtomicU64::new(GARBAGE))
+            // its nodes back; the empty node is zero (`Table::new`).
+            nodes: (0..EMPTY_NODE_WORDS + nodes * NODE_WORDS)
+                .map(|i| AtomicU64::new(if i < EMPTY_NODE_WORDS { 0 } else { GARBAGE }))
                 .collect(),
         }
     }
 
     fn node_word(&self, node: usize, slot: usize) -> &AtomicU64 {
-        &self.nodes[node * NODE_WORDS + slot]
+        &self.nodes[Self::node_ref(node) as usize + slot]
     }
 
-    /// The reference to node `node` (its first word's storage index).
+    /// The reference to node `node` (its first word's offset in the region).
     fn node_ref(node: usize) -> u64 {
-        (NODES_AT + node * NODE_WORDS) as u64
+        (EMPTY_NODE_WORDS + node * NODE_WORDS) as u64
     }
 
-    /// The node a non-zero reference points to.
-    fn node_of(r: u64) -> usize {
-        (r as usize - NODES_AT) / NODE_WORDS
+    /// The word `slot` of the node a reference (possibly 0: the empty node)
+    /// points to, as the reader reaches it.
+    fn entry(&self, r: u64, slot: usize) -> &AtomicU64 {
+        &self.nodes[r as usize + slot]
     }
 
     // ---- write side (one writer: the real table holds its writer lock) ----
@@ -207,20 +208,15 @@ impl Mini {
     /// `Table::lookup` + `relocate` for a two-level tree whose key is
     /// `(interior slot, leaf slot)`.
     fn relocate(&self, islot: usize, lslot: usize, addr: u64) -> Option<u64> {
+        // An empty root (0) or interior entry leads to the empty node: no
+        // test of its own, as in `Table::walk`.
         let root = self.root.load(Acquire);
-        if root == 0 {
-            return None;
-        }
-        let node = Self::node_of(root >> 16);
-        let e = self.node_word(node, islot).load(Acquire);
+        let e = self.entry(root >> 16, islot).load(Acquire);
         assert_ne!(
             e, GARBAGE,
             "reader saw an interior entry before the node was zeroed"
         );
-        if e == 0 {
-            return None;
-        }
-        let leaf = self.node_word(Self::node_of(e), lslot).load(Acquire);
+        let leaf = self.entry(e, lslot).load(Acquire);
         assert_ne!(
             leaf, GARBAGE,
             "reader saw a leaf entry before the node was zeroed"
