@@ -302,10 +302,11 @@ fn threads(c: &mut Criterion) {
     }
 
     // The scaling target: two threads together vs one thread, alloc+free
-    // throughput, median of several side-by-side runs.
+    // throughput, median of 15 side-by-side runs (single runs on this
+    // 2-vCPU machine spread from about 1.4x to 2.2x).
     const PAIRS: u64 = 1 << 20;
     fn ratio(arenas: [&Sharded; 2], sizes: &[Vec<u64>]) -> f64 {
-        let mut r: Vec<f64> = (0..7)
+        let mut r: Vec<f64> = (0..15)
             .map(|_| {
                 let one = timed_parallel(1, |_| arena_pairs(arenas[0], &sizes[0], PAIRS));
                 let two = timed_parallel(2, |t| arena_pairs(arenas[t], &sizes[t], PAIRS));
