@@ -152,6 +152,19 @@ fn guard(body: impl FnOnce() -> Result<(), Fail>) -> i32 {
     }
 }
 
+/// Runs a hot entry point's core call with panics stopped: its value, or
+/// the result code of its error (or of a panic). Unlike [`guard`], the
+/// caller has checked its pointers already and writes any out-parameter
+/// itself, so the success path carries no `Fail` to map.
+#[inline(always)]
+fn caught<T>(body: impl FnOnce() -> crate::Result<T>) -> Result<T, i32> {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(code_of(e)),
+        Err(_) => Err(MCSHM_ERR_PANIC),
+    }
+}
+
 /// Borrows `*p` after checking it is non-null and aligned.
 ///
 /// # Safety
@@ -645,20 +658,19 @@ pub unsafe extern "C" fn mcshm_pool_alloc(
             (pool.addr(), align_of::<mcshm_pool>()),
         ]);
     }
-    let r = catch_unwind(AssertUnwindSafe(|| {
+    let r = caught(|| {
         // SAFETY: `pool` is non-null and aligned (checked above) and a live
         // handle per the function's contract.
         let p = unsafe { &*pool };
         p.pool.alloc(size, align)
-    }));
+    });
     match r {
-        Ok(Ok(off)) => {
+        Ok(off) => {
             // SAFETY: non-null and aligned (checked above); writable per contract.
             unsafe { out_offset.write(off) };
             MCSHM_OK
         }
-        Ok(Err(e)) => code_of(e),
-        Err(_) => MCSHM_ERR_PANIC,
+        Err(code) => code,
     }
 }
 
@@ -671,16 +683,15 @@ pub unsafe extern "C" fn mcshm_pool_free(pool: *const mcshm_pool, offset: u64) -
     if !ptr_ok(pool) {
         return bad_pointer(&[(pool.addr(), align_of::<mcshm_pool>())]);
     }
-    let r = catch_unwind(AssertUnwindSafe(|| {
+    let r = caught(|| {
         // SAFETY: `pool` is non-null and aligned (checked above) and a live
         // handle per the function's contract.
         let p = unsafe { &*pool };
         p.pool.free(offset)
-    }));
+    });
     match r {
-        Ok(Ok(())) => MCSHM_OK,
-        Ok(Err(e)) => code_of(e),
-        Err(_) => MCSHM_ERR_PANIC,
+        Ok(()) => MCSHM_OK,
+        Err(code) => code,
     }
 }
 
