@@ -48,16 +48,31 @@
 //!   guarantees that `align_down(block_end - size, align)` lies inside any
 //!   block found. The allocation starts there; the gap between its end and
 //!   the block end (under `align` bytes) stays part of the allocated block
-//!   as *slack*: recorded in its record, not reported by
+//!   as *slack* (as does the excess of a quick block, below): recorded in
+//!   its record, not reported by
 //!   [`Arena::usable_size`] nor counted in [`ArenaStats::in_use`], and
 //!   returned with the block.
-//! - **Double frees.** The last [`RECENT_FREES`] freed offsets are kept in
-//!   a ring, consulted only when an offset is not the start of an allocated
-//!   block: such an offset is reported as [`Error::DoubleFree`] if it is in
-//!   the ring, [`Error::InvalidOffset`] otherwise. Detection is thus exact
-//!   for a second free within the next 64 frees, whatever merged since; a
-//!   stale free after the range was handed out again at the same offset
-//!   cannot be told from a legitimate one.
+//! - **Quick slots.** Per class, one freed block can be kept whole (still
+//!   indexed, flagged in its record) instead of merged, and the next
+//!   request whose size it holds takes it back: no search, split, merge or
+//!   index update. Freeing and then allocating a similar size again (a KV
+//!   cache's steady state) costs about half a TLSF round trip. The request
+//!   tries its own class's slot (a block at least as large) and then the
+//!   next class's (any block). The slots hold at most half the capacity
+//!   (and under 4 GiB) in all, and every allocation that would fail first
+//!   returns them to the free lists ([`Arena::trim`]) and tries again, so
+//!   they never cause a failure. The price is internal: a block taken
+//!   from the next class is up to 1/32 larger than the request, and the
+//!   excess is slack until the block is freed.
+//! - **Double frees.** A quick block's flag makes a second free of it an
+//!   exact [`Error::DoubleFree`]. Blocks freed to the free lists leave their
+//!   offset in a ring of the last [`RECENT_FREES`], consulted only when an
+//!   offset is not the start of a block: such an offset is reported as
+//!   [`Error::DoubleFree`] if it is in the ring, [`Error::InvalidOffset`]
+//!   otherwise. Detection is thus exact for a second free within the next
+//!   64 frees to the lists, whatever merged since; a stale free after the
+//!   range was handed out again at the same offset cannot be told from a
+//!   legitimate one.
 //! - **Locking.** A test-and-test-and-set spinlock guards the whole state;
 //!   argument checks happen before it is taken and every critical section is
 //!   O(1) (except [`Arena::stats`], which walks the largest class' list).
@@ -147,8 +162,16 @@ const MAX_RECORDS: usize = (NIL - 1) as usize;
 /// Free flag, kept in the lowest bit of a record's size (sizes are
 /// multiples of the granule; a small immediate masks it off).
 const FREE_BIT: u64 = 1;
+/// Quick flag, kept in the second lowest bit of a record's size: the block
+/// was freed by the user but sits whole in a quick slot (see
+/// [`Tlsf::quick_put`]).
+const QUICK_BIT: u64 = 2;
 /// Key of an empty hash entry (never a valid offset: offsets are < 2^62).
 const EMPTY_KEY: u64 = u64::MAX;
+/// Most bytes the quick slots hold in all (see [`Tlsf::quick_put`]); a
+/// quick block's excess over a request, and the slack of a block carved
+/// to refill a slot, are below it and so fit a record's `u32` slack field.
+const QUICK_MAX: u64 = 1 << 31;
 /// How many blocks of the request's own class the exhaustion fallback looks at.
 const FALLBACK_SCAN: usize = 4;
 
@@ -228,15 +251,23 @@ struct Control {
     spare_head: u32,
     /// Length of that list.
     spare_count: u32,
-    /// Number of frees so far (wrapping); the next one goes to
-    /// `recent[frees % RECENT_FREES]`.
+    /// Number of blocks freed to the free lists so far (wrapping); the
+    /// next one goes to `recent[frees % RECENT_FREES]`.
     frees: u64,
-    /// The last [`RECENT_FREES`] freed offsets ([`EMPTY_KEY`] if unused).
+    /// The offsets of the last [`RECENT_FREES`] blocks freed to the free
+    /// lists ([`EMPTY_KEY`] if unused).
     recent: [u64; RECENT_FREES],
     /// Bit `s` of `sl_bitmap[f]` set iff `heads[f * SL_COUNT + s] != NIL`.
     sl_bitmap: [u32; FL_COUNT],
     /// Free-list heads per (flat) class.
     heads: [u32; CLASSES],
+    /// Bytes the quick slots may still hold (see [`Tlsf::quick_put`]).
+    quick_room: u64,
+    /// `quick_room` when every slot is empty.
+    quick_budget: u64,
+    /// Per class, one freed block kept whole for the next request of that
+    /// class, or [`NIL`].
+    quick: [u32; CLASSES],
 }
 
 const CTL_SLOTS: usize =
@@ -278,7 +309,13 @@ const _: () = {
     assert!(size_of::<Record>() == size_of::<ArenaSlot>());
     assert!(2 * size_of::<Entry>() == size_of::<ArenaSlot>());
     assert!(
-        size_of::<Control>() == 8 * 4 + 4 * 2 + 8 * RECENT_FREES + 4 * FL_COUNT * (SL_COUNT + 1)
+        size_of::<Control>()
+            == 8 * 4
+                + 4 * 2
+                + 8 * RECENT_FREES
+                + 4 * FL_COUNT * (SL_COUNT + 1)
+                + 8 * 2
+                + 4 * CLASSES
     );
     assert!(RECENT_FREES.is_power_of_two());
     assert!(align_of::<Control>() <= align_of::<ArenaSlot>());
@@ -329,6 +366,15 @@ fn class_search(size: u64) -> usize {
     // `c <= 54 * 32 + 64 < CLASSES`.
     unsafe { core::hint::assert_unchecked(c < CLASSES) };
     c
+}
+
+/// `size` (a multiple of the granule) rounded up to the next class
+/// boundary: the smallest size of [`class_search`]`(size)`.
+#[inline(always)]
+fn class_ceil(size: u64) -> u64 {
+    let u = size >> GRANULE_LOG2;
+    let m = (1u64 << class_shift(u)) - 1;
+    ((u + m) & !m) << GRANULE_LOG2
 }
 
 /// `None` if sizes `a` and `b` (multiples of the granule) share a class,
@@ -385,17 +431,23 @@ fn align_up(x: u64, align: u64) -> u64 {
 /// `(size rounded up to the granule, effective alignment)`.
 #[inline(always)]
 fn request(size: u64, align: u64, capacity: u64) -> Result<(u64, u64)> {
-    // One branch for the three checks: `size - 1 >= capacity` iff the size
-    // is zero or above the capacity; `align & (align - 1)` is nonzero iff
-    // `align` is neither zero nor a power of two. `request_error` then says
-    // which check failed.
-    let bad_size = size.wrapping_sub(1) >= capacity;
-    let bad_align = (align & align.wrapping_sub(1) != 0) | (align > MAX_ALIGN);
-    if bad_size | bad_align {
+    // One branch for the three checks; `request_error` then says which
+    // check failed.
+    if !request_valid(size, align, capacity) {
         return Err(request_error(size, align));
     }
     // No overflow: size <= capacity <= 2^62.
     Ok((align_up(size, GRANULE), align.max(GRANULE)))
+}
+
+/// Whether [`request`] accepts the request, in one branch: `size - 1 >=
+/// capacity` iff the size is zero or above the capacity; `align & (align -
+/// 1)` is nonzero iff `align` is neither zero nor a power of two.
+#[inline(always)]
+fn request_valid(size: u64, align: u64, capacity: u64) -> bool {
+    let bad_size = size.wrapping_sub(1) >= capacity;
+    let bad_align = (align & align.wrapping_sub(1) != 0) | (align > MAX_ALIGN);
+    !(bad_size | bad_align)
 }
 
 /// The error of a request [`request`] rejected, in the order the checks
@@ -814,11 +866,15 @@ impl Tlsf<'_> {
         self.ent_mut(hole).key = EMPTY_KEY;
     }
 
-    /// The error for an offset that is not the start of an allocated block.
+    /// The error for an offset that is not the start of an allocated block:
+    /// the start of a quick block or a recent free is a double free.
     #[cold]
     #[inline(never)]
-    fn not_allocated(recent: &[u64; RECENT_FREES], offset: u64) -> Error {
-        if recent.contains(&offset) {
+    fn not_allocated(&self, offset: u64) -> Error {
+        let quick = self
+            .index_find(offset)
+            .is_some_and(|pos| self.rec(self.ent(pos).idx).size & QUICK_BIT != 0);
+        if quick || self.ctl.recent.contains(&offset) {
             Error::DoubleFree
         } else {
             Error::InvalidOffset
@@ -836,6 +892,9 @@ impl Tlsf<'_> {
         self.ctl.recent = [EMPTY_KEY; RECENT_FREES];
         self.ctl.sl_bitmap = [0; FL_COUNT];
         self.ctl.heads = [NIL; CLASSES];
+        self.ctl.quick_budget = (capacity / 2).min(QUICK_MAX);
+        self.ctl.quick_room = self.ctl.quick_budget;
+        self.ctl.quick = [NIL; CLASSES];
         for e in self.tab().iter_mut() {
             *e = Entry {
                 key: EMPTY_KEY,
@@ -860,12 +919,160 @@ impl Tlsf<'_> {
         self.push_free(whole, capacity, class_of(capacity));
     }
 
-    /// Carves `[start, start + rsize)` (plus slack up to the block end) out
-    /// of the end of a free block and returns `start`, or one of the
-    /// `FAIL_*` values (see [`alloc_result`]).
+    /// Allocates `rsize` bytes at an `align`-aligned offset and returns the
+    /// offset, or one of the `FAIL_*` values (see [`alloc_result`]): the
+    /// block in the quick slot of the request's class if there is one and
+    /// it is aligned, else the end of a free block. Before failing, the
+    /// quick slots are emptied and the search repeated.
     #[inline(always)]
     fn alloc(&mut self, rsize: u64, align: u64) -> u64 {
-        let (i, class) = self.find_block(rsize, align);
+        match self.quick_take(rsize, align) {
+            Some(offset) => offset,
+            None => Self::alloc_free_lists(self.reborrow(), rsize, align),
+        }
+    }
+
+    /// The quick block that serves the request, taken out of its slot and
+    /// counted as allocated; `None` (changing nothing) if there is none.
+    #[inline(always)]
+    fn quick_take(&mut self, rsize: u64, align: u64) -> Option<u64> {
+        // The request's own class first (where a block of the same size
+        // went when freed), if its quick block is large enough; else the
+        // next class, every block of which holds `rsize`.
+        let mut c = class_of(rsize);
+        let mut q = self.ctl.quick[c];
+        if q == NIL || self.rec(q).size < rsize {
+            c = class_search(rsize);
+            q = self.ctl.quick[c];
+        }
+        if q != NIL {
+            let Record { offset, size, .. } = *self.rec(q);
+            // (`size` has QUICK_BIT, below the granule: `>=` is unaffected.)
+            if offset & (align - 1) == 0 && size >= rsize {
+                let extent = size & !QUICK_BIT;
+                self.ctl.quick[c] = NIL;
+                self.ctl.quick_room += extent;
+                let r = self.rec_mut(q);
+                r.size = extent;
+                // Quick blocks are below 2^32 bytes (`quick_budget`).
+                r.prev_free = (extent - rsize) as u32;
+                self.ctl.in_use += rsize;
+                self.ctl.live += 1;
+                return Some(offset);
+            }
+        }
+        None
+    }
+
+    /// The part of [`alloc`](Self::alloc) past the quick slots, out of
+    /// line: the quick path then needs few registers, and so saves and
+    /// restores few.
+    #[inline(never)]
+    fn alloc_free_lists(mut t: Tlsf<'_>, rsize: u64, align: u64) -> u64 {
+        let want = t.refill_size(rsize);
+        let mut raw = t.carve(want, rsize, align);
+        if (raw as i64) < 0 && want != rsize {
+            raw = t.carve(rsize, rsize, align);
+        }
+        if (raw as i64) < 0 && t.ctl.quick_room != t.ctl.quick_budget {
+            return Self::trim_and_carve(t, rsize, align);
+        }
+        raw
+    }
+
+    /// How much to carve for a request of `rsize` bytes the quick slots
+    /// did not serve: up to the next class boundary if the request's own
+    /// slot holds a smaller block and the next class's slot is empty, else
+    /// `rsize`. An exact block would find its own slot taken when freed and
+    /// go to the free lists, and the next request of its size would miss
+    /// again, forever; the rounded one refills the next slot, which serves
+    /// every request of the class. (The excess, under 1/32, is slack.)
+    #[inline(always)]
+    fn refill_size(&self, rsize: u64) -> u64 {
+        let (own, next) = (class_of(rsize), class_search(rsize));
+        if own == next || self.ctl.quick[own] == NIL || self.ctl.quick[next] != NIL {
+            return rsize;
+        }
+        let want = class_ceil(rsize);
+        if want > self.ctl.quick_room {
+            return rsize;
+        }
+        want
+    }
+
+    /// A second view of the same metadata, passed by value to the cold
+    /// paths so that the hot path need not keep `self` in memory.
+    #[inline(always)]
+    fn reborrow(&mut self) -> Tlsf<'_> {
+        Tlsf {
+            ctl: &mut *self.ctl,
+            recs: self.recs,
+            geo: self.geo,
+            _borrow: PhantomData,
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn trim_and_carve(mut t: Tlsf<'_>, rsize: u64, align: u64) -> u64 {
+        t.trim();
+        t.carve(rsize, rsize, align)
+    }
+
+    /// Puts freed block `i` (`extent` bytes, still indexed) in the quick
+    /// slot of its class if that slot is empty and the budget allows;
+    /// `false` if it did not.
+    ///
+    /// A quick block stays whole and indexed, so the next request of its
+    /// class takes it back with no search, split, merge or index update:
+    /// the common "free, then allocate the same size again" costs a
+    /// fraction of a TLSF round trip. It is not merged with its neighbours
+    /// meanwhile; [`trim`](Self::trim) returns all quick blocks to the
+    /// free lists, which every failing allocation does before it fails, so
+    /// a request never fails for want of the bytes the slots hold.
+    #[inline(always)]
+    fn quick_put(&mut self, i: u32, extent: u64) -> bool {
+        let c = class_of(extent);
+        if self.ctl.quick[c] != NIL || extent > self.ctl.quick_room {
+            return false;
+        }
+        self.ctl.quick[c] = i;
+        self.ctl.quick_room -= extent;
+        self.rec_mut(i).size = extent | QUICK_BIT;
+        true
+    }
+
+    /// Returns every quick block to the free lists, merging it with its
+    /// free neighbours. O(classes) at most.
+    fn trim(&mut self) {
+        for c in 0..CLASSES {
+            if self.ctl.quick_room == self.ctl.quick_budget {
+                break;
+            }
+            let i = self.ctl.quick[c];
+            if i == NIL {
+                continue;
+            }
+            self.ctl.quick[c] = NIL;
+            let Record { offset, size, .. } = *self.rec(i);
+            let extent = size & !QUICK_BIT;
+            self.ctl.quick_room += extent;
+            self.rec_mut(i).size = extent;
+            match self.index_find(offset) {
+                Some(pos) => Self::free_to_lists(self.reborrow(), pos, i, offset),
+                None => debug_assert!(false, "quick block not indexed"),
+            }
+        }
+    }
+
+    /// Carves `[start, start + want)` (plus alignment slack up to the block
+    /// end) out of the end of a free block and returns `start`, or one of
+    /// the `FAIL_*` values. The user asked for `rsize <= want` bytes; the
+    /// rest of the block is slack.
+    #[inline(always)]
+    fn carve(&mut self, want: u64, rsize: u64, align: u64) -> u64 {
+        debug_assert!(rsize <= want && want - rsize <= QUICK_MAX);
+        let (i, class) = self.find_block(want, align);
         if i == NIL {
             return FAIL_EXHAUSTED;
         }
@@ -878,9 +1085,9 @@ impl Tlsf<'_> {
         let size = size & !FREE_BIT;
         debug_assert_eq!(class, class_of(size));
         let end = offset + size;
-        let start = (end - rsize) & !(align - 1);
+        let start = (end - want) & !(align - 1);
         let extent = end - start;
-        // < align <= MAX_ALIGN: fits a u32.
+        // < want - rsize + align <= QUICK_MAX + MAX_ALIGN: fits a u32.
         let slack = (extent - rsize) as u32;
         let (n, prev_phys) = if start == offset {
             // The whole block: no split, no record needed.
@@ -914,27 +1121,81 @@ impl Tlsf<'_> {
         start
     }
 
-    /// Frees the allocated block at `offset`, whose table entry is at `pos`
-    /// (`index_find(offset)`).
+    /// Frees the block at `offset`, whose table entry is at `pos`
+    /// (`index_find(offset)`), into its quick slot or the free lists;
+    /// `false` (changing nothing) if it is a quick block, freed already.
     #[inline(always)]
-    fn free_at(&mut self, pos: usize, offset: u64) {
+    fn free_at(&mut self, pos: usize, offset: u64) -> bool {
         let i = self.ent(pos).idx;
-        self.index_remove_at(pos);
-        let slot = (self.ctl.frees as usize) & (RECENT_FREES - 1);
-        self.ctl.recent[slot] = offset;
-        self.ctl.frees = self.ctl.frees.wrapping_add(1);
-
         let Record {
             size: extent,
-            prev_phys: prev,
-            next_phys: next,
             prev_free: slack,
             ..
         } = *self.rec(i);
         debug_assert!(extent & FREE_BIT == 0, "indexed block is free");
-        self.ctl.in_use -= extent - slack as u64;
-        self.ctl.live -= 1;
+        if extent & QUICK_BIT != 0 {
+            return false;
+        }
+        self.count_free(extent - slack as u64);
+        if !self.quick_put(i, extent) {
+            Self::free_to_lists(self.reborrow(), pos, i, offset);
+        }
+        true
+    }
 
+    /// Frees the block at `offset` into its quick slot if it is allocated
+    /// and the slot takes it (see [`quick_put`](Self::quick_put)); `false`,
+    /// changing nothing, otherwise.
+    #[cfg(feature = "capi")]
+    #[inline(always)]
+    fn free_quick(&mut self, offset: u64) -> bool {
+        let Some(pos) = self.index_find(offset) else {
+            return false;
+        };
+        let i = self.ent(pos).idx;
+        let Record {
+            size: extent,
+            prev_free: slack,
+            ..
+        } = *self.rec(i);
+        if extent & QUICK_BIT != 0 || !self.quick_put(i, extent) {
+            return false;
+        }
+        self.count_free(extent - slack as u64);
+        true
+    }
+
+    /// Accounts for the user's free of a block of `usable` bytes.
+    #[inline(always)]
+    fn count_free(&mut self, usable: u64) {
+        self.ctl.in_use -= usable;
+        self.ctl.live -= 1;
+    }
+
+    /// Unindexes freed block `i` (entry at `pos`) and releases it, keeping
+    /// `offset` in the ring of recent frees: once merged, only the ring
+    /// tells a second free of it from a bad offset. Out of line for the
+    /// reason given at [`alloc_free_lists`](Self::alloc_free_lists).
+    #[inline(never)]
+    fn free_to_lists(mut t: Tlsf<'_>, pos: usize, i: u32, offset: u64) {
+        let slot = (t.ctl.frees as usize) & (RECENT_FREES - 1);
+        t.ctl.recent[slot] = offset;
+        t.ctl.frees = t.ctl.frees.wrapping_add(1);
+        t.index_remove_at(pos);
+        t.release(i, offset);
+    }
+
+    /// Turns block `i` at `offset` (no longer indexed or counted) into free
+    /// space, merged with its free neighbours.
+    #[inline(always)]
+    fn release(&mut self, i: u32, offset: u64) {
+        let Record {
+            size: extent,
+            prev_phys: prev,
+            next_phys: next,
+            ..
+        } = *self.rec(i);
+        debug_assert!(extent & (FREE_BIT | QUICK_BIT) == 0);
         let next_free = next != NIL && self.is_free(next);
         if prev != NIL && self.is_free(prev) {
             // Grow the free predecessor over `i` (and a free successor).
@@ -1187,17 +1448,19 @@ impl<S: ArenaStorage> Arena<S> {
         alloc_result(raw)
     }
 
-    /// Frees the block starting at `offset`. O(1); merges the block with
-    /// free neighbours.
+    /// Frees the block starting at `offset`. O(1); keeps the block whole in
+    /// the quick slot of its class if that is empty, else merges it with
+    /// free neighbours (see the module docs).
     ///
     /// # Errors
-    /// [`Error::DoubleFree`] if `offset` is not the start of an allocated
-    /// block but is one of the last [`RECENT_FREES`] offsets freed: exact
-    /// for a repeated free within that window, whatever merged since. Older
-    /// double frees report [`Error::InvalidOffset`], and once the range is
-    /// handed out again at the same offset, a stale second free releases
-    /// the new block. [`Error::InvalidOffset`] if `offset >= capacity` or is
-    /// not the start of an allocated block (nor recently freed).
+    /// [`Error::DoubleFree`] if the block sits in a quick slot, or if
+    /// `offset` is not the start of a block but is one of the last
+    /// [`RECENT_FREES`] offsets freed to the free lists: exact for a repeated
+    /// free within that window, whatever merged since. Older double frees
+    /// report [`Error::InvalidOffset`], and once the range is handed out
+    /// again at the same offset, a stale second free releases the new block.
+    /// [`Error::InvalidOffset`] if `offset >= capacity` or is not the start
+    /// of an allocated block (nor recently freed).
     #[inline(always)]
     pub fn free(&self, offset: u64) -> Result<()> {
         if offset >= self.capacity || offset & (GRANULE - 1) != 0 {
@@ -1205,21 +1468,54 @@ impl<S: ArenaStorage> Arena<S> {
         }
         let mut l = self.lock();
         match l.tlsf.index_find(offset) {
-            Some(pos) => {
-                l.tlsf.free_at(pos, offset);
-                Ok(())
-            }
+            Some(pos) if l.tlsf.free_at(pos, offset) => Ok(()),
             // Out of line, unlocking there: the success path alone reaches
             // the unlock here and returns a constant.
-            None => Err(Self::not_allocated_unlock(l, offset)),
+            _ => Err(Self::not_allocated_unlock(l, offset)),
         }
+    }
+
+    /// [`alloc`](Self::alloc) if a quick block serves the request (see
+    /// the module docs), else `None`, having changed nothing: the caller
+    /// then calls `alloc`, which also reports any error. It makes no calls
+    /// and cannot panic, so a C entry point whose fast path it is needs no
+    /// stack frame and no unwind guard.
+    #[cfg(feature = "capi")]
+    #[inline(always)]
+    pub(crate) fn alloc_quick(&self, size: u64, align: u64) -> Option<u64> {
+        if !request_valid(size, align, self.capacity) {
+            return None;
+        }
+        let (rsize, align) = (align_up(size, GRANULE), align.max(GRANULE));
+        self.lock().tlsf.quick_take(rsize, align)
+    }
+
+    /// [`free`](Self::free) if the block goes to a quick slot, else `false`,
+    /// having changed nothing (the caller then calls `free`). As
+    /// [`alloc_quick`](Self::alloc_quick): no calls, no panics.
+    #[cfg(feature = "capi")]
+    #[inline(always)]
+    pub(crate) fn free_quick(&self, offset: u64) -> bool {
+        if offset >= self.capacity || offset & (GRANULE - 1) != 0 {
+            return false;
+        }
+        self.lock().tlsf.free_quick(offset)
     }
 
     /// [`Tlsf::not_allocated`] for a lock holder, who gives up the lock.
     #[cold]
     #[inline(never)]
     fn not_allocated_unlock(l: Locked<'_>, offset: u64) -> Error {
-        Tlsf::not_allocated(&l.tlsf.ctl.recent, offset)
+        l.tlsf.not_allocated(offset)
+    }
+
+    /// Returns the blocks kept whole for reuse (see the module docs) to the
+    /// free lists, merging each with its free neighbours. Allocation does
+    /// this by itself before it would fail, and [`stats`](Self::stats)
+    /// before it measures, so callers need it only to shape the free space
+    /// by hand. O(classes) at most.
+    pub fn trim(&self) {
+        self.locked(|t| t.trim());
     }
 
     /// Size in bytes of the allocated block at `offset` (the request rounded
@@ -1232,23 +1528,29 @@ impl<S: ArenaStorage> Arena<S> {
             return Err(Error::InvalidOffset);
         }
         self.locked(|t| {
-            let Some(pos) = t.index_find(offset) else {
-                return Err(Tlsf::not_allocated(&t.ctl.recent, offset));
-            };
-            let r = t.rec(t.ent(pos).idx);
-            Ok(r.size - r.prev_free as u64)
+            let r = t.index_find(offset).map(|pos| t.rec(t.ent(pos).idx));
+            match r {
+                Some(r) if r.size & QUICK_BIT == 0 => Ok(r.size - r.prev_free as u64),
+                _ => Err(t.not_allocated(offset)),
+            }
         })
     }
 
-    /// A consistent snapshot of the accounting. O(1) except for
-    /// `largest_free`, which scans the list of the largest non-empty class.
+    /// A consistent snapshot of the accounting. Returns the quick blocks to
+    /// the free lists first ([`trim`](Self::trim)), then scans the list of
+    /// the largest non-empty class for `largest_free`.
     pub fn stats(&self) -> ArenaStats {
-        self.locked(|t| ArenaStats {
-            capacity: self.capacity,
-            in_use: t.ctl.in_use,
-            free: self.capacity - t.ctl.in_use,
-            largest_free: t.largest_free(),
-            live: t.ctl.live,
+        self.locked(|t| {
+            // `largest_free` is what a request could get, quick blocks
+            // included.
+            t.trim();
+            ArenaStats {
+                capacity: self.capacity,
+                in_use: t.ctl.in_use,
+                free: self.capacity - t.ctl.in_use,
+                largest_free: t.largest_free(),
+                live: t.ctl.live,
+            }
         })
     }
 
@@ -1282,15 +1584,18 @@ impl<S: ArenaStorage> Arena<S> {
                 .find(|&k| t.recs()[k].size != 0 && t.recs()[k].prev_phys == NIL)
                 .expect("no first block") as u32;
             let (mut end, mut blocks, mut free_blocks, mut in_use, mut live) = (0u64, 0, 0, 0, 0);
+            let (mut quick_blocks, mut quick_bytes) = (0usize, 0u64);
             let mut prev_free = false;
             let mut prev = NIL;
             while i != NIL {
                 let r = t.recs()[i as usize];
                 assert_eq!(r.offset, end, "blocks must be contiguous");
                 assert_eq!(r.prev_phys, prev);
-                let size = r.size & !FREE_BIT;
+                let size = r.size & !(FREE_BIT | QUICK_BIT);
                 assert!(size > 0 && size % GRANULE == 0);
                 let free = t.is_free(i);
+                let quick = r.size & QUICK_BIT != 0;
+                assert!(!(free && quick));
                 assert!(!(free && prev_free), "adjacent free blocks");
                 let p = t.index_find(r.offset);
                 if free {
@@ -1299,11 +1604,20 @@ impl<S: ArenaStorage> Arena<S> {
                 } else {
                     let p = p.expect("allocated block not indexed");
                     assert_eq!(t.tab()[p / ENTRY_BYTES].idx, i);
-                    let slack = r.prev_free as u64;
-                    assert!(slack < Self::MAX_ALIGN && slack % GRANULE == 0);
-                    assert!(slack < size);
-                    in_use += size - slack;
-                    live += 1;
+                    if quick {
+                        assert_eq!(
+                            t.ctl.quick[class_of(size)],
+                            i,
+                            "quick block not in its slot"
+                        );
+                        quick_blocks += 1;
+                        quick_bytes += size;
+                    } else {
+                        let slack = r.prev_free as u64;
+                        assert!(slack % GRANULE == 0 && slack < size);
+                        in_use += size - slack;
+                        live += 1;
+                    }
                 }
                 blocks += 1;
                 end += size;
@@ -1336,7 +1650,11 @@ impl<S: ArenaStorage> Arena<S> {
             }
             assert_eq!(listed, free_blocks);
             let keys = t.tab().iter().filter(|e| e.key != EMPTY_KEY).count();
-            assert_eq!(keys, live as usize);
+            assert_eq!(keys, live as usize + quick_blocks);
+            let slots = t.ctl.quick.iter().filter(|&&q| q != NIL).count();
+            assert_eq!(slots, quick_blocks);
+            assert!(t.ctl.quick_budget <= QUICK_MAX);
+            assert_eq!(t.ctl.quick_budget - t.ctl.quick_room, quick_bytes);
         });
     }
 }
@@ -1393,6 +1711,7 @@ mod tests {
             assert_eq!(class_of(size), c.0 * SL_COUNT + c.1);
             let r = round_to_class(size);
             assert_eq!(class_search(size), class_of(r));
+            assert_eq!(class_ceil(size), r);
             for other in [size - GRANULE, size + GRANULE, r, r - GRANULE, size * 2] {
                 if other > 0 {
                     let change = class_change(size, other);
@@ -1515,15 +1834,83 @@ mod tests {
         // Allocated again at the same offset: a legitimate free.
         assert_eq!(a.alloc(64, 0), Ok(x));
         a.free(x).unwrap();
-        // Beyond the ring, a merged offset is just invalid (precision limit).
+        // Beyond the ring, a merged offset is just invalid (precision limit;
+        // x sits in a quick slot until trimmed, see `quick_slots`).
+        a.trim();
         for _ in 0..RECENT_FREES {
+            // Two blocks: the quick slot takes one, the other is merged
+            // and remembered.
             let o = a.alloc(16, 0).unwrap();
+            let p = a.alloc(16, 0).unwrap();
             a.free(o).unwrap();
+            a.free(p).unwrap();
         }
         assert_eq!(a.free(x), Err(Error::InvalidOffset));
         a.free(z).unwrap();
         assert_eq!(a.stats().largest_free, 1 << 16);
         a.check_invariants();
+    }
+
+    #[test]
+    fn quick_slots() {
+        let mut s = slots(16);
+        let a = A::new(1 << 16, &mut s[..]).unwrap();
+        // Freed whole into the slot of its class, handed back to the next
+        // request of that class: the same offset, sized to the request.
+        // (10000 bytes = 625 granules, in the class [624, 640) granules;
+        // 9800 rounds up to 613 granules, whose search class is that one.)
+        let x = a.alloc(10000, 0).unwrap();
+        a.free(x).unwrap();
+        a.check_invariants();
+        assert_eq!(a.alloc(9800, 0), Ok(x));
+        assert_eq!(a.usable_size(x), Ok(9808));
+        a.check_invariants();
+        a.free(x).unwrap();
+        // The block is whole again: 10000 bytes for the next request.
+        assert_eq!(a.alloc(9984, 0), Ok(x));
+        a.free(x).unwrap();
+        // A quick block is a freed block: a second free is a double free
+        // however many frees later, and its size is not readable.
+        for _ in 0..2 * RECENT_FREES {
+            let o = a.alloc(16, 0).unwrap();
+            a.free(o).unwrap();
+        }
+        assert_eq!(a.free(x), Err(Error::DoubleFree));
+        assert_eq!(a.usable_size(x), Err(Error::DoubleFree));
+        a.check_invariants();
+        // A request that needs more alignment than the quick block has is
+        // served from the free lists; the block stays.
+        let y = a.alloc(10000, 0).unwrap();
+        assert_ne!(y % 4096, 0, "test needs a misaligned quick block");
+        a.free(y).unwrap();
+        let z = a.alloc(10000, 4096).unwrap();
+        assert_ne!(z, y);
+        a.free(z).unwrap();
+        a.check_invariants();
+
+        // An allocation that would fail first returns the quick blocks.
+        let mut s = slots(64);
+        let b = A::new(1 << 16, &mut s[..]).unwrap();
+        let offs: Vec<u64> = (0..16).map(|_| b.alloc(4096, 0).unwrap()).collect();
+        for &o in offs.iter().step_by(2) {
+            b.free(o).unwrap(); // the first one stays whole in its slot
+        }
+        b.check_invariants();
+        let (mut raw_largest, mut kept) = (0, 0);
+        b.locked(|t| {
+            raw_largest = t.largest_free();
+            kept = t.ctl.quick_budget - t.ctl.quick_room;
+        });
+        assert_eq!((raw_largest, kept), (4096, 4096));
+        for &o in offs.iter().skip(1).step_by(2) {
+            b.free(o).unwrap();
+        }
+        assert_eq!(b.alloc(1 << 16, 0), Ok(0));
+        b.check_invariants();
+        b.free(0).unwrap();
+        let st = b.stats();
+        assert_eq!((st.in_use, st.live, st.largest_free), (0, 0, 1 << 16));
+        b.check_invariants();
     }
 
     #[test]
@@ -1652,20 +2039,28 @@ mod tests {
         let mut model: BTreeMap<u64, u64> = BTreeMap::new(); // offset -> rounded size
         let mut in_use = 0u64;
         let mut last_freed: Option<u64> = None;
+        // The size of the last block freed: requests near it exercise the
+        // quick slots, which `stats` (it trims) would empty, so only every
+        // eighth step measures with it.
+        let mut last_size = GRANULE;
         for step in 0..steps {
+            let measured = step % 8 == 0;
             let r = rng.random_range(0..100);
             if r < 55 || model.is_empty() {
-                let size = match rng.random_range(0..4) {
+                let size = match rng.random_range(0..5) {
                     0 => rng.random_range(1..64),
                     1 => rng.random_range(1..4096),
                     2 => rng.random_range(1..cap / 8),
-                    _ => 1u64 << rng.random_range(4..16),
+                    3 => 1u64 << rng.random_range(4..16),
+                    _ => last_size
+                        .saturating_sub(rng.random_range(0..last_size / 16 + 1))
+                        .max(1),
                 };
                 let align = match rng.random_range(0..3) {
                     0 => 0,
                     _ => 1u64 << rng.random_range(0..=12),
                 };
-                let before = a.stats();
+                let before = measured.then(|| a.stats());
                 match a.alloc(size, align) {
                     Ok(o) => {
                         let rsize = align_up(size, GRANULE);
@@ -1682,13 +2077,16 @@ mod tests {
                         in_use += rsize;
                     }
                     Err(e @ (Error::Exhausted | Error::MetadataFull)) => {
-                        assert_eq!(a.stats(), before, "failed alloc changed state");
-                        // Good fit: a default-aligned request fails only if
-                        // nothing fits or the fitting blocks share its class.
-                        let rsize = align_up(size, GRANULE);
-                        if e == Error::Exhausted && align <= GRANULE {
-                            let big = before.largest_free;
-                            assert!(rsize > big || mapping(rsize) == mapping(big));
+                        if let Some(before) = before {
+                            assert_eq!(a.stats(), before, "failed alloc changed state");
+                            // Good fit: a default-aligned request fails only
+                            // if nothing fits or the fitting blocks share
+                            // its class.
+                            let rsize = align_up(size, GRANULE);
+                            if e == Error::Exhausted && align <= GRANULE {
+                                let big = before.largest_free;
+                                assert!(rsize > big || mapping(rsize) == mapping(big));
+                            }
                         }
                     }
                     Err(e) => panic!("unexpected {e:?}"),
@@ -1700,6 +2098,7 @@ mod tests {
                 model.remove(&o);
                 in_use -= sz;
                 last_freed = Some(o);
+                last_size = sz;
             } else if let Some(o) = last_freed.take() {
                 if !model.contains_key(&o) {
                     let e = a.free(o).unwrap_err();
@@ -1711,12 +2110,15 @@ mod tests {
                     assert!(a.free(o).is_err());
                 }
             }
-            let st = a.stats();
-            assert_eq!(st.in_use, in_use);
-            assert_eq!(st.live, model.len() as u64);
-            assert_eq!(st.free, cap - in_use);
-            assert!(st.largest_free <= st.free);
-            if step % 64 == 0 {
+            a.locked(|t| assert_eq!((t.ctl.in_use, t.ctl.live), (in_use, model.len() as u64)));
+            if measured {
+                let st = a.stats();
+                assert_eq!(st.in_use, in_use);
+                assert_eq!(st.live, model.len() as u64);
+                assert_eq!(st.free, cap - in_use);
+                assert!(st.largest_free <= st.free);
+            }
+            if step % 16 == 0 {
                 a.check_invariants();
             }
         }

@@ -650,6 +650,35 @@ pub unsafe extern "C" fn mcshm_pool_alloc(
     align: u64,
     out_offset: *mut u64,
 ) -> i32 {
+    if ptr_ok(out_offset) & ptr_ok(pool) {
+        // SAFETY: non-null and aligned (checked above); live per the contract.
+        let p = unsafe { &*pool };
+        // Cannot panic (no calls, no checked arithmetic); see `Arena::alloc_quick`.
+        if let Some(off) = p.pool.alloc_quick(size, align) {
+            // SAFETY: non-null and aligned (checked above); writable per contract.
+            unsafe { out_offset.write(off) };
+            return MCSHM_OK;
+        }
+    }
+    // SAFETY: per this function's contract.
+    unsafe { pool_alloc_slow(pool, size, align, out_offset) }
+}
+
+/// [`mcshm_pool_alloc`] for everything but a quick-slot answer: bad
+/// arguments, errors, and allocations from the free lists.
+///
+/// # Safety
+/// As [`mcshm_pool_alloc`].
+///
+/// `extern "C"` (which cannot unwind) so that the fast path reaches it with a
+/// tail call: no landing pad, hence no stack frame, on the way.
+#[inline(never)]
+unsafe extern "C" fn pool_alloc_slow(
+    pool: *const mcshm_pool,
+    size: u64,
+    align: u64,
+    out_offset: *mut u64,
+) -> i32 {
     // One branch for both pointer checks; the cold path reports the first
     // bad one, `out_offset` before `pool`.
     if !ptr_ok(out_offset) | !ptr_ok(pool) {
@@ -680,6 +709,25 @@ pub unsafe extern "C" fn mcshm_pool_alloc(
 /// `pool` is a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn mcshm_pool_free(pool: *const mcshm_pool, offset: u64) -> i32 {
+    if ptr_ok(pool) {
+        // SAFETY: non-null and aligned (checked above); live per the contract.
+        let p = unsafe { &*pool };
+        // Cannot panic (no calls, no checked arithmetic); see `Arena::free_quick`.
+        if p.pool.free_quick(offset) {
+            return MCSHM_OK;
+        }
+    }
+    // SAFETY: per this function's contract.
+    unsafe { pool_free_slow(pool, offset) }
+}
+
+/// [`mcshm_pool_free`] for everything but a free into a quick slot; as
+/// [`pool_alloc_slow`].
+///
+/// # Safety
+/// As [`mcshm_pool_free`].
+#[inline(never)]
+unsafe extern "C" fn pool_free_slow(pool: *const mcshm_pool, offset: u64) -> i32 {
     if !ptr_ok(pool) {
         return bad_pointer(&[(pool.addr(), align_of::<mcshm_pool>())]);
     }

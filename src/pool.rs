@@ -346,6 +346,25 @@ impl Pool {
         Ok(off + Self::DATA_OFFSET)
     }
 
+    /// [`alloc`](Self::alloc) when the arena's quick path serves it, else
+    /// `None` having changed nothing (see `Arena::alloc_quick`).
+    #[cfg(feature = "capi")]
+    #[inline(always)]
+    pub(crate) fn alloc_quick(&self, size: u64, align: u64) -> Option<u64> {
+        let off = self.arena.as_ref()?.alloc_quick(size, align)?;
+        Some(off + Self::DATA_OFFSET)
+    }
+
+    /// [`free`](Self::free) when the arena's quick path takes the block,
+    /// else `false` having changed nothing.
+    #[cfg(feature = "capi")]
+    #[inline(always)]
+    pub(crate) fn free_quick(&self, offset: u64) -> bool {
+        self.arena
+            .as_ref()
+            .is_some_and(|a| a.free_quick(offset.wrapping_sub(Self::DATA_OFFSET)))
+    }
+
     /// Frees a block by the offset `alloc` returned. Owner only.
     pub fn free(&self, offset: u64) -> Result<()> {
         let arena = self.arena.as_ref().ok_or(Error::NotOwner)?;

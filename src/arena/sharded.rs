@@ -154,6 +154,23 @@ impl<S: ArenaStorage> ShardedArena<S> {
         self.first.0.alloc(size, align)
     }
 
+    /// [`Arena::alloc_quick`] for a one-shard arena; `None` with several.
+    #[cfg(feature = "capi")]
+    #[inline(always)]
+    pub(crate) fn alloc_quick(&self, size: u64, align: u64) -> Option<u64> {
+        if self.n != 1 {
+            return None;
+        }
+        self.first.0.alloc_quick(size, align)
+    }
+
+    /// [`Arena::free_quick`] for a one-shard arena; `false` with several.
+    #[cfg(feature = "capi")]
+    #[inline(always)]
+    pub(crate) fn free_quick(&self, offset: u64) -> bool {
+        self.n == 1 && self.first.0.free_quick(offset)
+    }
+
     /// [`alloc`](Self::alloc) starting at shard `hint % shards()` instead of
     /// the thread's preferred one (which it leaves unchanged).
     pub fn alloc_hinted(&self, hint: usize, size: u64, align: u64) -> Result<u64> {
