@@ -262,10 +262,17 @@ fn scan(
         if sys::flock(&fd, libc::LOCK_EX | libc::LOCK_NB).is_err() {
             return Ok(()); // a live owner holds LOCK_SH
         }
-        if act(&dirfd, name, cname)? {
+        let acted = act(&dirfd, name, cname);
+        // Unlock explicitly, not by closing: a process that another thread
+        // forks meanwhile (to spawn anything) holds a copy of `fd` until it
+        // execs, and the lock belongs to the open file description, so the
+        // copy would keep it and the next cleaner would skip the object as
+        // live. An explicit unlock releases it for every copy.
+        let _ = sys::flock(&fd, libc::LOCK_UN);
+        drop(fd);
+        if acted? {
             count += 1;
         }
-        drop(fd); // releases the lock
         Ok(())
     })?;
     Ok(count)

@@ -118,6 +118,42 @@ fn sigkilled_creator_objects_are_removed_live_one_kept() {
 }
 
 #[test]
+fn a_fork_during_a_scan_does_not_keep_the_lock() {
+    // A process forked while a cleaner holds an object's lock (any thread
+    // that spawns a process does this) keeps a copy of the descriptor until
+    // it execs or exits. The cleaner releases the lock explicitly, so that
+    // copy does not keep the object looking live.
+    let g = ShmGuard::new();
+    let prefix = g.name();
+    let stale = name_for(&prefix, DEAD_PID, 1);
+    g.raw_create(&stale, 4096, b"");
+    let mut forked = 0;
+    let n = cleanup::for_each_stale(&prefix, None, |_| {
+        // SAFETY: the child only calls async-signal-safe functions (pause,
+        // _exit) and is killed below.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            unsafe {
+                libc::pause();
+                libc::_exit(0)
+            }
+        }
+        assert!(pid > 0, "fork: {}", std::io::Error::last_os_error());
+        forked = pid;
+    })
+    .unwrap();
+    assert_eq!(n, 1);
+    let removed = cleanup::remove_stale(&prefix, None);
+    // SAFETY: plain syscalls on our own unreaped child.
+    unsafe {
+        libc::kill(forked, libc::SIGKILL);
+        libc::waitpid(forked, std::ptr::null_mut(), 0);
+    }
+    assert_eq!(removed, Ok(1), "the forked copy kept the lock");
+    assert!(!g.exists(&stale));
+}
+
+#[test]
 fn reused_pid_with_other_starttime_is_dead() {
     let g = ShmGuard::new();
     let prefix = g.name();
