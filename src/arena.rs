@@ -59,7 +59,7 @@
 //!   cache's steady state) costs about half a TLSF round trip. The request
 //!   tries its own class's slot (a block at least as large) and then the
 //!   next class's (any block). The slots hold at most half the capacity
-//!   (and under 4 GiB) in all, and every allocation that would fail first
+//!   (and at most 2 GiB) in all, and every allocation that would fail first
 //!   returns them to the free lists ([`Arena::trim`]) and tries again, so
 //!   they never cause a failure. The price is internal: a block taken
 //!   from the next class is up to 1/32 larger than the request, and the
@@ -954,7 +954,7 @@ impl Tlsf<'_> {
                 self.ctl.quick_room += extent;
                 let r = self.rec_mut(q);
                 r.size = extent;
-                // Quick blocks are below 2^32 bytes (`quick_budget`).
+                // Quick blocks hold at most QUICK_MAX bytes: fits a u32.
                 r.prev_free = (extent - rsize) as u32;
                 self.ctl.in_use += rsize;
                 self.ctl.live += 1;
@@ -965,8 +965,7 @@ impl Tlsf<'_> {
     }
 
     /// The part of [`alloc`](Self::alloc) past the quick slots, out of
-    /// line: the quick path then needs few registers, and so saves and
-    /// restores few.
+    /// line so that the quick path, inlined into every caller, stays small.
     #[inline(never)]
     fn alloc_free_lists(mut t: Tlsf<'_>, rsize: u64, align: u64) -> u64 {
         let want = t.refill_size(rsize);
@@ -1174,8 +1173,8 @@ impl Tlsf<'_> {
 
     /// Unindexes freed block `i` (entry at `pos`) and releases it, keeping
     /// `offset` in the ring of recent frees: once merged, only the ring
-    /// tells a second free of it from a bad offset. Out of line for the
-    /// reason given at [`alloc_free_lists`](Self::alloc_free_lists).
+    /// tells a second free of it from a bad offset. Out of line, as
+    /// [`alloc_free_lists`](Self::alloc_free_lists).
     #[inline(never)]
     fn free_to_lists(mut t: Tlsf<'_>, pos: usize, i: u32, offset: u64) {
         let slot = (t.ctl.frees as usize) & (RECENT_FREES - 1);

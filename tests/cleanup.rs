@@ -133,6 +133,7 @@ fn a_fork_during_a_scan_does_not_keep_the_lock() {
         // _exit) and is killed below.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
+            // SAFETY: in the forked child: async-signal-safe calls only.
             unsafe {
                 libc::pause();
                 libc::_exit(0)
