@@ -431,23 +431,26 @@ fn align_up(x: u64, align: u64) -> u64 {
 /// `(size rounded up to the granule, effective alignment)`.
 #[inline(always)]
 fn request(size: u64, align: u64, capacity: u64) -> Result<(u64, u64)> {
-    // One branch for the three checks; `request_error` then says which
-    // check failed.
-    if !request_valid(size, align, capacity) {
-        return Err(request_error(size, align));
+    match checked_request(size, align, capacity) {
+        Some(r) => Ok(r),
+        // `request_error` says which check failed.
+        None => Err(request_error(size, align)),
     }
-    // No overflow: size <= capacity <= 2^62.
-    Ok((align_up(size, GRANULE), align.max(GRANULE)))
 }
 
-/// Whether [`request`] accepts the request, in one branch: `size - 1 >=
-/// capacity` iff the size is zero or above the capacity; `align & (align -
-/// 1)` is nonzero iff `align` is neither zero nor a power of two.
+/// [`request`] without the error (and without a call): `None` if it is
+/// rejected. One branch for the three checks: `size - 1 >= capacity` iff
+/// the size is zero or above the capacity; `align & (align - 1)` is nonzero
+/// iff `align` is neither zero nor a power of two.
 #[inline(always)]
-fn request_valid(size: u64, align: u64, capacity: u64) -> bool {
+fn checked_request(size: u64, align: u64, capacity: u64) -> Option<(u64, u64)> {
     let bad_size = size.wrapping_sub(1) >= capacity;
     let bad_align = (align & align.wrapping_sub(1) != 0) | (align > MAX_ALIGN);
-    !(bad_size | bad_align)
+    if bad_size | bad_align {
+        return None;
+    }
+    // No overflow: size <= capacity <= 2^62.
+    Some((align_up(size, GRANULE), align.max(GRANULE)))
 }
 
 /// The error of a request [`request`] rejected, in the order the checks
@@ -1126,37 +1129,45 @@ impl Tlsf<'_> {
     #[inline(always)]
     fn free_at(&mut self, pos: usize, offset: u64) -> bool {
         let i = self.ent(pos).idx;
+        if self.free_to_quick(i) {
+            return true;
+        }
+        let Record {
+            size: extent,
+            prev_free: slack,
+            ..
+        } = *self.rec(i);
+        if extent & QUICK_BIT != 0 {
+            return false;
+        }
+        self.count_free(extent - slack as u64);
+        Self::free_to_lists(self.reborrow(), pos, i, offset);
+        true
+    }
+
+    /// Frees the block at `offset` into its quick slot if it is allocated
+    /// and the slot takes it; `false`, changing nothing, otherwise.
+    #[cfg(feature = "capi")]
+    #[inline(always)]
+    fn free_quick(&mut self, offset: u64) -> bool {
+        match self.index_find(offset) {
+            Some(pos) => self.free_to_quick(self.ent(pos).idx),
+            None => false,
+        }
+    }
+
+    /// Frees indexed block `i` into the quick slot of its class if it is
+    /// not a quick block already and the slot takes it (see
+    /// [`quick_put`](Self::quick_put)); `false`, changing nothing,
+    /// otherwise.
+    #[inline(always)]
+    fn free_to_quick(&mut self, i: u32) -> bool {
         let Record {
             size: extent,
             prev_free: slack,
             ..
         } = *self.rec(i);
         debug_assert!(extent & FREE_BIT == 0, "indexed block is free");
-        if extent & QUICK_BIT != 0 {
-            return false;
-        }
-        self.count_free(extent - slack as u64);
-        if !self.quick_put(i, extent) {
-            Self::free_to_lists(self.reborrow(), pos, i, offset);
-        }
-        true
-    }
-
-    /// Frees the block at `offset` into its quick slot if it is allocated
-    /// and the slot takes it (see [`quick_put`](Self::quick_put)); `false`,
-    /// changing nothing, otherwise.
-    #[cfg(feature = "capi")]
-    #[inline(always)]
-    fn free_quick(&mut self, offset: u64) -> bool {
-        let Some(pos) = self.index_find(offset) else {
-            return false;
-        };
-        let i = self.ent(pos).idx;
-        let Record {
-            size: extent,
-            prev_free: slack,
-            ..
-        } = *self.rec(i);
         if extent & QUICK_BIT != 0 || !self.quick_put(i, extent) {
             return false;
         }
@@ -1482,10 +1493,7 @@ impl<S: ArenaStorage> Arena<S> {
     #[cfg(feature = "capi")]
     #[inline(always)]
     pub(crate) fn alloc_quick(&self, size: u64, align: u64) -> Option<u64> {
-        if !request_valid(size, align, self.capacity) {
-            return None;
-        }
-        let (rsize, align) = (align_up(size, GRANULE), align.max(GRANULE));
+        let (rsize, align) = checked_request(size, align, self.capacity)?;
         self.lock().tlsf.quick_take(rsize, align)
     }
 

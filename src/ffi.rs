@@ -671,7 +671,9 @@ pub unsafe extern "C" fn mcshm_pool_alloc(
 /// As [`mcshm_pool_alloc`].
 ///
 /// `extern "C"` (which cannot unwind) so that the fast path reaches it with a
-/// tail call: no landing pad, hence no stack frame, on the way.
+/// tail call: no landing pad, hence no stack frame, on the way. A quick
+/// miss thus takes the arena's lock twice and probes the quick slots again
+/// here: a few instructions on the rarer path, for a frameless common one.
 #[inline(never)]
 unsafe extern "C" fn pool_alloc_slow(
     pool: *const mcshm_pool,
