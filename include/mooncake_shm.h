@@ -222,7 +222,10 @@ typedef struct mcshm_table_config {
    */
   uint32_t max_ranges;
   /**
-   * Radix index nodes (each covers 512 slots of one level).
+   * Radix index nodes shared by all address spaces, each 4096 slots of
+   * one level (32 KiB). The table maps room for all of them at creation
+   * (the default 4096 nodes: 128 MiB of address space) but touches a
+   * node's pages only when an insert takes it; nodes are never reused.
    */
   uint32_t max_nodes;
 } mcshm_table_config;

@@ -848,7 +848,10 @@ pub struct mcshm_table_config {
     pub max_peers: u32,
     /// Remote ranges registered across all peers.
     pub max_ranges: u32,
-    /// Radix index nodes (each covers 512 slots of one level).
+    /// Radix index nodes shared by all address spaces, each 4096 slots of
+    /// one level (32 KiB). The table maps room for all of them at creation
+    /// (the default 4096 nodes: 128 MiB of address space) but touches a
+    /// node's pages only when an insert takes it; nodes are never reused.
     pub max_nodes: u32,
 }
 
