@@ -1497,6 +1497,15 @@ impl<S: ArenaStorage> Arena<S> {
         self.lock().tlsf.quick_take(rsize, align)
     }
 
+    /// [`alloc_quick`](Self::alloc_quick), but `None` also if the lock is
+    /// busy right now: a sharded arena then looks at its other shards.
+    #[cfg(feature = "capi")]
+    #[inline(always)]
+    pub(crate) fn try_alloc_quick(&self, size: u64, align: u64) -> Option<u64> {
+        let (rsize, align) = checked_request(size, align, self.capacity)?;
+        self.try_lock()?.tlsf.quick_take(rsize, align)
+    }
+
     /// [`free`](Self::free) if the block goes to a quick slot, else `false`,
     /// having changed nothing (the caller then calls `free`). As
     /// [`alloc_quick`](Self::alloc_quick): no calls, no panics.

@@ -689,12 +689,18 @@ unsafe extern "C" fn pool_alloc_slow(
             (pool.addr(), align_of::<mcshm_pool>()),
         ]);
     }
-    let r = caught(|| {
-        // SAFETY: `pool` is non-null and aligned (checked above) and a live
-        // handle per the function's contract.
-        let p = unsafe { &*pool };
-        p.pool.alloc(size, align)
-    });
+    // SAFETY: `pool` is non-null and aligned (checked above) and a live
+    // handle per the function's contract.
+    let p = unsafe { &*pool };
+    // A pool with several shards has its quick path here: it reads a
+    // thread-local (a call), which the frameless entry point cannot make.
+    // Cannot panic; see `ShardedArena::alloc_quick_sharded`.
+    if let Some(off) = p.pool.alloc_quick_sharded(size, align) {
+        // SAFETY: non-null and aligned (checked above); writable per contract.
+        unsafe { out_offset.write(off) };
+        return MCSHM_OK;
+    }
+    let r = caught(|| p.pool.alloc(size, align));
     match r {
         Ok(off) => {
             // SAFETY: non-null and aligned (checked above); writable per contract.
@@ -733,12 +739,15 @@ unsafe extern "C" fn pool_free_slow(pool: *const mcshm_pool, offset: u64) -> i32
     if !ptr_ok(pool) {
         return bad_pointer(&[(pool.addr(), align_of::<mcshm_pool>())]);
     }
-    let r = caught(|| {
-        // SAFETY: `pool` is non-null and aligned (checked above) and a live
-        // handle per the function's contract.
-        let p = unsafe { &*pool };
-        p.pool.free(offset)
-    });
+    // SAFETY: `pool` is non-null and aligned (checked above) and a live
+    // handle per the function's contract.
+    let p = unsafe { &*pool };
+    // As in `pool_alloc_slow`: the quick path of several shards is here.
+    // Cannot panic; see `ShardedArena::free_quick_sharded`.
+    if p.pool.free_quick_sharded(offset) {
+        return MCSHM_OK;
+    }
+    let r = caught(|| p.pool.free(offset));
     match r {
         Ok(()) => MCSHM_OK,
         Err(code) => code,

@@ -355,6 +355,16 @@ impl Pool {
         Some(off + Self::DATA_OFFSET)
     }
 
+    /// [`alloc`](Self::alloc) when a pool with several shards serves it on
+    /// its quick path, else `None` having changed nothing (see
+    /// `ShardedArena::alloc_quick_sharded`).
+    #[cfg(feature = "capi")]
+    #[inline(always)]
+    pub(crate) fn alloc_quick_sharded(&self, size: u64, align: u64) -> Option<u64> {
+        let off = self.arena.as_ref()?.alloc_quick_sharded(size, align)?;
+        Some(off + Self::DATA_OFFSET)
+    }
+
     /// [`free`](Self::free) when the arena's quick path takes the block,
     /// else `false` having changed nothing.
     #[cfg(feature = "capi")]
@@ -363,6 +373,16 @@ impl Pool {
         self.arena
             .as_ref()
             .is_some_and(|a| a.free_quick(offset.wrapping_sub(Self::DATA_OFFSET)))
+    }
+
+    /// [`free`](Self::free) when a pool with several shards takes the block
+    /// on its quick path, else `false` having changed nothing.
+    #[cfg(feature = "capi")]
+    #[inline(always)]
+    pub(crate) fn free_quick_sharded(&self, offset: u64) -> bool {
+        self.arena
+            .as_ref()
+            .is_some_and(|a| a.free_quick_sharded(offset.wrapping_sub(Self::DATA_OFFSET)))
     }
 
     /// Frees a block by the offset `alloc` returned. Owner only.

@@ -284,6 +284,53 @@ TEST(CApi, ShardedPoolThreadsAndLimits) {
     EXPECT_EQ(st.largest_free, kCap);
 }
 
+// Several shards have their own quick path through the C ABI (a freed block
+// kept whole in its shard and handed back); it must behave as the full path.
+TEST(CApi, ShardedPoolQuickPathAndErrors) {
+    mcshm_pool_options o;
+    mcshm_pool_options_init(&o);
+    o.capacity = 4 * kCap;  // two shards of 2 MiB
+    o.shards = 2;
+    mcshm_pool* pool = nullptr;
+    ASSERT_EQ(mcshm_pool_create(unique_name().c_str(), &o, &pool), MCSHM_OK);
+    PoolGuard g{pool};
+
+    // The same thread frees and allocates the same size: the same block.
+    uint64_t a = 0, again = 0;
+    ASSERT_EQ(mcshm_pool_alloc(pool, 4096, 0, &a), MCSHM_OK);
+    ASSERT_EQ(mcshm_pool_free(pool, a), MCSHM_OK);
+    ASSERT_EQ(mcshm_pool_alloc(pool, 4096, 64, &again), MCSHM_OK);
+    EXPECT_EQ(again, a);
+    EXPECT_EQ(mcshm_pool_free(pool, a + 64), MCSHM_ERR_INVALID_OFFSET);
+    EXPECT_EQ(mcshm_pool_free(pool, a), MCSHM_OK);
+    EXPECT_EQ(mcshm_pool_free(pool, a), MCSHM_ERR_DOUBLE_FREE);
+    EXPECT_EQ(mcshm_pool_free(pool, 0), MCSHM_ERR_INVALID_OFFSET);
+    EXPECT_EQ(mcshm_pool_free(pool, UINT64_MAX), MCSHM_ERR_INVALID_OFFSET);
+    // Bad requests get their errors, not a quick block.
+    uint64_t off = 0;
+    EXPECT_EQ(mcshm_pool_alloc(pool, 0, 0, &off), MCSHM_ERR_ZERO_SIZE);
+    EXPECT_EQ(mcshm_pool_alloc(pool, 4096, 3, &off), MCSHM_ERR_BAD_ALIGNMENT);
+
+    // Fill the pool with 1 MiB blocks: once this thread's shard is full the
+    // rest come from the other one (the 4 KiB block above, carved from the
+    // end of its shard, leaves room for one 1 MiB block there), and a block
+    // freed in the other shard comes back from there.
+    std::vector<uint64_t> blocks;
+    while (mcshm_pool_alloc(pool, kCap, 0, &off) == MCSHM_OK) blocks.push_back(off);
+    ASSERT_GE(blocks.size(), 3u);
+    const uint64_t other = blocks.back();
+    EXPECT_EQ(mcshm_pool_free(pool, other), MCSHM_OK);
+    EXPECT_EQ(mcshm_pool_free(pool, other), MCSHM_ERR_DOUBLE_FREE);
+    ASSERT_EQ(mcshm_pool_alloc(pool, kCap, 0, &off), MCSHM_OK);
+    EXPECT_EQ(off, other);
+    for (uint64_t b : blocks) EXPECT_EQ(mcshm_pool_free(pool, b), MCSHM_OK);
+    mcshm_pool_stats st;
+    ASSERT_EQ(mcshm_pool_stats_get(pool, &st), MCSHM_OK);
+    EXPECT_EQ(st.live, 0u);
+    EXPECT_EQ(st.in_use, 0u);
+    EXPECT_EQ(st.largest_free, 2 * kCap);
+}
+
 TEST(CApi, PtrAndOffsetOfBounds) {
     mcshm_pool* pool = make_pool(unique_name());
     ASSERT_NE(pool, nullptr);

@@ -115,13 +115,22 @@ impl<S: ArenaStorage> ShardedArena<S> {
     #[inline(always)]
     fn shard(&self, k: usize) -> &Arena<S> {
         debug_assert!(k < self.n);
-        if k == 0 {
-            return &self.first.0;
-        }
-        match self.rest.get(k - 1) {
-            Some(Some(p)) => &p.0,
+        match self.shard_if_any(k) {
+            Some(a) => a,
             // `new` fills `rest[..n - 1]` and every caller passes `k < n`.
-            _ => unreachable!("shard index out of range"),
+            None => unreachable!("shard index out of range"),
+        }
+    }
+
+    /// Shard `k`, or `None` if `k >= n`; for paths that must not panic.
+    #[inline(always)]
+    fn shard_if_any(&self, k: usize) -> Option<&Arena<S>> {
+        if k == 0 {
+            return Some(&self.first.0);
+        }
+        match self.rest.get(k.wrapping_sub(1)) {
+            Some(Some(p)) => Some(&p.0),
+            _ => None,
         }
     }
 
@@ -154,7 +163,9 @@ impl<S: ArenaStorage> ShardedArena<S> {
         self.first.0.alloc(size, align)
     }
 
-    /// [`Arena::alloc_quick`] for a one-shard arena; `None` with several.
+    /// [`Arena::alloc_quick`] for a one-shard arena; `None` with several
+    /// (see [`alloc_quick_sharded`](Self::alloc_quick_sharded)). No calls,
+    /// no panics.
     #[cfg(feature = "capi")]
     #[inline(always)]
     pub(crate) fn alloc_quick(&self, size: u64, align: u64) -> Option<u64> {
@@ -164,11 +175,47 @@ impl<S: ArenaStorage> ShardedArena<S> {
         self.first.0.alloc_quick(size, align)
     }
 
-    /// [`Arena::free_quick`] for a one-shard arena; `false` with several.
+    /// The quick path with several shards: [`Arena::try_alloc_quick`] on
+    /// the calling thread's preferred shard, if the thread has one already
+    /// (its first allocation takes the full path, which assigns it) and
+    /// that shard's lock is free right now. `None` otherwise, and with one
+    /// shard, having changed nothing: [`alloc`](Self::alloc) then does the
+    /// rest. No panics; but it reads a thread-local, which costs a call in
+    /// a position-independent library, so it is kept apart from the
+    /// call-free one-shard path.
+    #[cfg(feature = "capi")]
+    #[inline(always)]
+    pub(crate) fn alloc_quick_sharded(&self, size: u64, align: u64) -> Option<u64> {
+        if self.n == 1 {
+            return None;
+        }
+        let k = preferred::peek(self.n)?;
+        let off = self.shard_if_any(k)?.try_alloc_quick(size, align)?;
+        Some(((k as u64) << self.span_log2) + off)
+    }
+
+    /// [`Arena::free_quick`] for a one-shard arena; `false` with several
+    /// (see [`free_quick_sharded`](Self::free_quick_sharded)).
     #[cfg(feature = "capi")]
     #[inline(always)]
     pub(crate) fn free_quick(&self, offset: u64) -> bool {
         self.n == 1 && self.first.0.free_quick(offset)
+    }
+
+    /// The quick path of a free with several shards: [`Arena::free_quick`]
+    /// in the shard that owns `offset`; `false`, having changed nothing, if
+    /// that shard does not take the block that way, and with one shard
+    /// ([`free`](Self::free) then does the rest). No calls, no panics; kept
+    /// apart so that the one-shard entry point stays as small as it was.
+    #[cfg(feature = "capi")]
+    #[inline(always)]
+    pub(crate) fn free_quick_sharded(&self, offset: u64) -> bool {
+        if self.n == 1 || offset >= self.capacity {
+            return false;
+        }
+        let k = self.route(offset);
+        self.shard_if_any(k)
+            .is_some_and(|a| a.free_quick(offset - ((k as u64) << self.span_log2)))
     }
 
     /// [`alloc`](Self::alloc) starting at shard `hint % shards()` instead of
@@ -353,6 +400,15 @@ mod preferred {
         /// `n` shards. Threads take the golden-ratio sequence, which spreads
         /// any number of them evenly over any number of shards.
         static POINT: Cell<Option<u32>> = const { Cell::new(None) };
+    }
+
+    /// The thread's preferred shard of `n` if it has been assigned one,
+    /// without assigning it (no calls, no panics: a fast path's probe).
+    #[cfg(feature = "capi")]
+    #[inline(always)]
+    pub(super) fn peek(n: usize) -> Option<usize> {
+        let p = POINT.try_with(Cell::get).ok().flatten()?;
+        Some(((p as u64 * n as u64) >> 32) as usize)
     }
 
     #[inline(always)]
