@@ -54,7 +54,13 @@ cxx_suite() { # $1 = C++ standard, $2 = build dir, rest = extra cmake args
     -DMOONCAKE_SHM_CARGO_TARGET_DIR="$BUILD/cargo" "$@" >"$dir.configure.log" 2>&1 \
     || { cat "$dir.configure.log"; return 1; }
   cmake --build "$dir" -j "$JOBS" || return 1
-  ctest --test-dir "$dir" --output-on-failure -j "$JOBS"
+  ctest --test-dir "$dir" --output-on-failure -j "$JOBS" || return 1
+  # scripts/icount.sh's workload program: builds warning-free and runs.
+  cmake --build "$dir" -j "$JOBS" --target mooncake_shm_icount || return 1
+  local c
+  for c in pair pair2 churn relocate resolve; do
+    "$dir/benchmark/shm/mooncake_shm_icount" "$c" 1000 || return 1
+  done
 }
 mkdir -p "$BUILD"
 step "C++17 build + ctest" cxx_suite 17 "$BUILD/cxx17"
