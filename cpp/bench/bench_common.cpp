@@ -243,13 +243,14 @@ std::string uniquePoolName(const char* tag) {
 }
 
 int32_t Pool::create(const char* tag, uint64_t capacity, uint32_t flags, uint32_t max_blocks,
-                     std::string* err) {
+                     std::string* err, uint32_t shards) {
   reset();
   mcshm_pool_options opts;
   mcshm_pool_options_init(&opts);
   opts.capacity = capacity;
   opts.flags = flags;
   if (max_blocks) opts.max_blocks = max_blocks;
+  if (shards) opts.shards = shards;
   name_ = uniquePoolName(tag);
   slot_ = mcshm_baseline::registerShmName(name_.c_str());
   mcshm_pool* p = nullptr;

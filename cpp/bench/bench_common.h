@@ -110,8 +110,9 @@ class Pool {
   Pool& operator=(const Pool&) = delete;
 
   // Returns MCSHM_OK or the error code (message in *err if given).
+  // `max_blocks` and `shards` 0: the defaults of mcshm_pool_options_init.
   int32_t create(const char* tag, uint64_t capacity, uint32_t flags, uint32_t max_blocks,
-                 std::string* err);
+                 std::string* err, uint32_t shards = 0);
   void reset();
   mcshm_pool* get() const { return pool_; }
   char* base() const { return base_; }

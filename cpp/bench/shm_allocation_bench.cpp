@@ -30,6 +30,9 @@ DEFINE_int32(batch, 256, "Arena operations per timed sample (sample = batch mean
 DEFINE_int32(min_samples, 200, "Minimum number of batch samples per arena measurement");
 DEFINE_int32(churn_live, 64, "Live blocks kept by the churn case");
 DEFINE_uint64(arena_align, 64, "Alignment passed to mcshm_pool_alloc");
+DEFINE_uint32(arena_shards, 1,
+              "Shards of the arena's pool (mcshm_pool_options.shards): independently locked "
+              "arenas, for threads that allocate at once; one thread pays more per call (0: 1)");
 
 namespace {
 
@@ -361,9 +364,11 @@ int main(int argc, char** argv) {
   capacity = (capacity + (2u << 20) - 1) & ~uint64_t((2u << 20) - 1);
   mcshm_bench::Pool pool;
   std::string err;
-  std::printf("arena: pool of %llu MiB, MCSHM_POOL_PREFAULT\n",
-              static_cast<unsigned long long>(capacity >> 20));
-  if (pool.create("alloc", capacity, MCSHM_POOL_PREFAULT, 0, &err) != MCSHM_OK) {
+  std::printf("arena: pool of %llu MiB, MCSHM_POOL_PREFAULT, %u shard(s)\n",
+              static_cast<unsigned long long>(capacity >> 20),
+              std::max<uint32_t>(1, FLAGS_arena_shards));
+  if (pool.create("alloc", capacity, MCSHM_POOL_PREFAULT, 0, &err, FLAGS_arena_shards) !=
+      MCSHM_OK) {
     rep.error("arena pool: " + err);
     return finish(rep);
   }
