@@ -1207,4 +1207,112 @@ mod tests {
     fn panics_stop_at_the_boundary() {
         assert_eq!(guard(|| panic!("boom")), MCSHM_ERR_PANIC);
     }
+
+    /// Random alloc/free sequences through the C entry points (quick paths
+    /// and full paths, one and two shards) against a model of the live
+    /// blocks: allocations are aligned, in bounds and disjoint from every
+    /// live block; frees of live blocks succeed; a second free, or a free
+    /// inside a block, never does; the pool is empty at the end.
+    #[test]
+    fn c_entry_points_match_a_model_of_live_blocks() {
+        use rand::{Rng, SeedableRng};
+        use std::collections::BTreeMap;
+        for shards in [1, 2] {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed + shards as u64);
+            let mut opts = core::mem::MaybeUninit::<mcshm_pool_options>::uninit();
+            // SAFETY: writes every field of `opts`.
+            unsafe { mcshm_pool_options_init(opts.as_mut_ptr()) };
+            // SAFETY: initialized just above.
+            let mut opts = unsafe { opts.assume_init() };
+            opts.capacity = 4 << 20;
+            opts.shards = shards;
+            let mut pool: *mut mcshm_pool = core::ptr::null_mut();
+            // SAFETY: valid options and out pointer; a memfd pool leaves no name behind.
+            assert_eq!(
+                unsafe { mcshm_pool_create_memfd(&opts, &mut pool) },
+                MCSHM_OK
+            );
+            let (mut base, mut len) = (core::ptr::null_mut(), 0u64);
+            // SAFETY: `pool` is live; the out pointers are writable.
+            assert_eq!(
+                unsafe { mcshm_pool_mapping(pool, &mut base, &mut len) },
+                MCSHM_OK
+            );
+            let mut live: BTreeMap<u64, u64> = BTreeMap::new();
+            let mut gone: Vec<u64> = Vec::new();
+            let mut last_freed = 4096;
+            for step in 0..20_000 {
+                match rng.random_range(0..10) {
+                    0..=4 => {
+                        // Often the size just freed (a quick-slot hit), else any.
+                        let size = if rng.random_bool(0.5) {
+                            last_freed
+                        } else {
+                            rng.random_range(1..=96 << 10)
+                        };
+                        let align = [0u64, 16, 64, 4096][rng.random_range(0..4)];
+                        let mut off = u64::MAX;
+                        // SAFETY: `pool` is live; `off` is writable.
+                        let rc = unsafe { mcshm_pool_alloc(pool, size, align, &mut off) };
+                        if rc != MCSHM_OK {
+                            assert!(
+                                rc == MCSHM_ERR_EXHAUSTED || rc == MCSHM_ERR_METADATA_FULL,
+                                "step {step}: alloc({size}, {align}) -> {rc}"
+                            );
+                            continue;
+                        }
+                        assert_eq!(off % align.max(16), 0, "step {step}: misaligned");
+                        assert!(off + size <= len, "step {step}: out of the mapping");
+                        if let Some((&o, &n)) = live.range(..off + size).next_back() {
+                            assert!(o + n <= off, "step {step}: overlaps [{o}, +{n})");
+                        }
+                        live.insert(off, size);
+                        gone.retain(|&g| g != off);
+                    }
+                    5..=7 if !live.is_empty() => {
+                        let k = rng.random_range(0..live.len());
+                        let (&off, &size) = live.iter().nth(k).unwrap();
+                        // SAFETY: `pool` is live.
+                        assert_eq!(unsafe { mcshm_pool_free(pool, off) }, MCSHM_OK);
+                        live.remove(&off);
+                        gone.push(off);
+                        last_freed = size;
+                    }
+                    8 if !gone.is_empty() => {
+                        let off = gone[rng.random_range(0..gone.len())];
+                        // SAFETY: `pool` is live.
+                        let rc = unsafe { mcshm_pool_free(pool, off) };
+                        assert!(
+                            rc == MCSHM_ERR_DOUBLE_FREE || rc == MCSHM_ERR_INVALID_OFFSET,
+                            "step {step}: second free of {off} -> {rc}"
+                        );
+                    }
+                    _ if !live.is_empty() => {
+                        let k = rng.random_range(0..live.len());
+                        let (&off, &size) = live.iter().nth(k).unwrap();
+                        if size > 16 {
+                            // SAFETY: `pool` is live.
+                            let rc = unsafe { mcshm_pool_free(pool, off + 16) };
+                            // (DOUBLE_FREE if an earlier block started there.)
+                            assert!(
+                                rc == MCSHM_ERR_INVALID_OFFSET || rc == MCSHM_ERR_DOUBLE_FREE,
+                                "step {step}: free inside a block -> {rc}"
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for &off in live.keys() {
+                // SAFETY: `pool` is live.
+                assert_eq!(unsafe { mcshm_pool_free(pool, off) }, MCSHM_OK);
+            }
+            let mut st = mcshm_pool_stats::default();
+            // SAFETY: `pool` is live; `st` is writable.
+            assert_eq!(unsafe { mcshm_pool_stats_get(pool, &mut st) }, MCSHM_OK);
+            assert_eq!((st.live, st.in_use), (0, 0), "{shards} shard(s)");
+            // SAFETY: created above, destroyed once.
+            unsafe { mcshm_pool_destroy(pool) };
+        }
+    }
 }
