@@ -1938,12 +1938,10 @@ mod tests {
         // Blocks of three classes, 36 KiB of a 64 KiB arena, all kept whole:
         // a budget of half the capacity would turn the third away (and every
         // later block of a class not kept yet, until a failure trims).
+        let sizes = [8192, 12288, 16384];
         let mut s = slots(64);
         let a = A::new(1 << 16, &mut s[..]).unwrap();
-        let offs: Vec<u64> = [8192, 12288, 16384]
-            .iter()
-            .map(|&n| a.alloc(n, 0).unwrap())
-            .collect();
+        let offs: Vec<u64> = sizes.iter().map(|&n| a.alloc(n, 0).unwrap()).collect();
         for &o in &offs {
             a.free(o).unwrap();
         }
@@ -1952,7 +1950,7 @@ mod tests {
         assert_eq!(kept, 36 << 10);
         a.check_invariants();
         // Each comes back to the next request of its size.
-        for (&o, n) in offs.iter().zip([8192, 12288, 16384]) {
+        for (&o, n) in offs.iter().zip(sizes) {
             assert_eq!(a.alloc(n, 0), Ok(o));
         }
         a.check_invariants();
