@@ -17,12 +17,9 @@
 // cancels out in the difference. Exit status 1 on any error.
 #include "mooncake_shm.h"
 
-#include <unistd.h>
-
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -70,10 +67,9 @@ int allocCase(const std::string& c, long ops) {
   mcshm_pool_options_init(&o);
   o.capacity = (uint64_t(2) * kLive + 2) << 20;  // as shm_allocation_bench
   o.shards = c == "pair2" ? 2 : 1;
-  const std::string name = "mcshm_icount_" + std::to_string(getpid());
-  mcshm_pool* p = nullptr;
-  int32_t rc = mcshm_pool_create(name.c_str(), &o, &p);
-  if (rc != MCSHM_OK) return fail("mcshm_pool_create", rc);
+  mcshm_pool* p = nullptr;  // a memfd pool: no name to leave behind
+  int32_t rc = mcshm_pool_create_memfd(&o, &p);
+  if (rc != MCSHM_OK) return fail("mcshm_pool_create_memfd", rc);
   const std::vector<uint64_t> s = sizes();
   std::vector<uint32_t> victims(kSeq);
   for (uint32_t& v : victims) v = uint32_t(next() % kLive);
