@@ -58,16 +58,16 @@
 //!   index update. Freeing and then allocating a similar size again (a KV
 //!   cache's steady state) costs about half a TLSF round trip. The request
 //!   tries its own class's slot (a block at least as large) and then the
-//!   next class's (any block). The slots hold at most the capacity (and
-//!   at most 2 GiB) in all, and every allocation that would fail first
-//!   returns them to the free lists ([`Arena::trim`]) and tries again, so
-//!   they never cause a failure. (A tighter bound, half the capacity, made
-//!   slots filled with sizes no longer asked for turn every later miss
-//!   away until a failure trimmed them: a 2-shard pool running the
-//!   benchmark's alloc+free pattern missed 28% of the time.) The price
-//!   is internal: a block taken
-//!   from the next class is up to 1/32 larger than the request, and the
-//!   excess is slack until the block is freed.
+//!   next class's (any block). The slots hold at most 2 GiB in all (so
+//!   that a block's excess fits its record), and every allocation that
+//!   would fail first returns them to the free lists ([`Arena::trim`]) and
+//!   tries again, so they never cause a failure. (A tighter bound, half
+//!   the capacity, made slots filled with sizes no longer asked for turn
+//!   every later miss away until a failure trimmed them: a 2-shard pool
+//!   running the benchmark's alloc+free pattern missed 28% of the time.)
+//!   The price is internal: a block taken from the next class is up to
+//!   1/32 larger than the request, and the excess is slack until the block
+//!   is freed.
 //! - **Double frees.** A quick block's flag makes a second free of it an
 //!   exact [`Error::DoubleFree`]. Blocks freed to the free lists leave their
 //!   offset in a ring of the last [`RECENT_FREES`], consulted only when an

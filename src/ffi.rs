@@ -664,8 +664,9 @@ pub unsafe extern "C" fn mcshm_pool_alloc(
     unsafe { pool_alloc_slow(pool, size, align, out_offset) }
 }
 
-/// [`mcshm_pool_alloc`] for everything but a quick-slot answer: bad
-/// arguments, errors, and allocations from the free lists.
+/// [`mcshm_pool_alloc`] for everything but a one-shard pool's quick-slot
+/// answer: bad arguments, errors, the quick path of pools with several
+/// shards, and allocations from the free lists.
 ///
 /// # Safety
 /// As [`mcshm_pool_alloc`].
@@ -729,8 +730,8 @@ pub unsafe extern "C" fn mcshm_pool_free(pool: *const mcshm_pool, offset: u64) -
     unsafe { pool_free_slow(pool, offset) }
 }
 
-/// [`mcshm_pool_free`] for everything but a free into a quick slot; as
-/// [`pool_alloc_slow`].
+/// [`mcshm_pool_free`] for everything but a one-shard pool's free into a
+/// quick slot; as [`pool_alloc_slow`].
 ///
 /// # Safety
 /// As [`mcshm_pool_free`].
