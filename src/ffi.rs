@@ -3,8 +3,10 @@
 //! Shape, after rustls-ffi: opaque handles (`mcshm_pool`, `mcshm_table`)
 //! created and destroyed only here, `int32_t` result codes (`MCSHM_OK` = 0,
 //! one named code per [`Error`] variant), out-parameters for results, and no
-//! panic ever unwinds into C: every entry point runs inside [`guard`], which
-//! turns a panic into `MCSHM_ERR_PANIC`.
+//! panic ever unwinds into C: every entry point runs inside `guard`, which
+//! turns a panic into `MCSHM_ERR_PANIC`, except the hot paths of allocation,
+//! free and lookup, which first try a path that cannot panic (no calls, no
+//! checked arithmetic) and hand everything else to a guarded one.
 //!
 //! Null or misaligned pointers get `MCSHM_ERR_NULL_ARGUMENT` /
 //! `MCSHM_ERR_INVALID_ARGUMENT`; a handle must be one this library returned

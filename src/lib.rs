@@ -66,30 +66,22 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-// Only `ffi` is part of the C ABI: cbindgen skips every other module.
-/// cbindgen:ignore
 pub mod error;
 pub use error::{Error, Result};
 
-/// cbindgen:ignore
 pub mod arena;
-/// cbindgen:ignore
 pub mod table;
 
 #[cfg(feature = "os")]
-/// cbindgen:ignore
 pub mod sys;
 
 #[cfg(feature = "os")]
-/// cbindgen:ignore
 pub mod segment;
 
 #[cfg(feature = "os")]
-/// cbindgen:ignore
 pub mod pool;
 
 #[cfg(feature = "os")]
-/// cbindgen:ignore
 pub mod cleanup;
 
 #[cfg(feature = "capi")]

@@ -1,32 +1,4 @@
-//! Several [`Arena`]s side by side, one lock each, so that threads
-//! allocating at once stop taking turns on one lock.
-//!
-//! A [`ShardedArena`] splits `[0, capacity)` into `n` consecutive *shards*,
-//! each an ordinary [`Arena`] over its own range with its own metadata
-//! storage and its own lock (on its own cache lines):
-//!
-//! - **Ranges.** Shards `0..n-1` span `2^k` bytes each (the largest power
-//!   of two `<= capacity / n`, at least [`Arena::MAX_ALIGN`]); the last one
-//!   takes the rest. A power of two makes the owner of an offset one shift
-//!   away, and shard starts are page aligned, so every alignment an arena
-//!   honours survives the translation to pool offsets.
-//! - **Allocation.** A thread starts at its *preferred* shard and takes the
-//!   first shard whose lock is free right now, in order; if all are busy it
-//!   waits for them one by one. A shard that cannot satisfy the request
-//!   passes it on, so the arena fails only when every shard does. With the
-//!   `std` feature each thread gets a preferred shard when it first
-//!   allocates (spread evenly over the shards) and moves its preference to
-//!   wherever it last succeeded after finding its own busy or full; without
-//!   `std` every thread starts at shard 0 and the free-lock search spreads
-//!   them. [`ShardedArena::alloc_hinted`] lets a caller choose.
-//! - **Free.** The shard is the one whose range holds the offset, so a
-//!   block may be freed by any thread. Double-free and invalid-offset
-//!   detection are each shard's.
-//! - **The price.** A block never straddles two shards: a request larger
-//!   than every shard's largest free block fails with [`Error::Exhausted`]
-//!   even when the pool as a whole has room, and a fill to failure leaves
-//!   up to one request's worth unused per shard. One shard (`n = 1`) is
-//!   exactly one [`Arena`] and costs one predictable branch more.
+//! [`ShardedArena`]: several [`Arena`]s side by side, one lock each.
 
 use super::{alloc_result, request, Arena, ArenaStats, ArenaStorage, GRANULE};
 use crate::{Error, Result};
@@ -40,9 +12,37 @@ pub const MAX_SHARDS: usize = 16;
 #[repr(align(128))]
 struct Padded<T>(T);
 
-/// `n` independently locked [`Arena`]s over consecutive ranges of
-/// `[0, capacity)` (see the [module docs](self)). `Sync` whenever `S` is
-/// `Send`, like [`Arena`].
+/// Several [`Arena`]s side by side, one lock each, so that threads
+/// allocating at once stop taking turns on one lock.
+///
+/// It splits `[0, capacity)` into `n` consecutive *shards*,
+/// each an ordinary [`Arena`] over its own range with its own metadata
+/// storage and its own lock (on its own cache lines):
+///
+/// - **Ranges.** Shards `0..n-1` span `2^k` bytes each (the largest power
+///   of two `<= capacity / n`, at least [`Arena::MAX_ALIGN`]); the last one
+///   takes the rest. A power of two makes the owner of an offset one shift
+///   away, and shard starts are page aligned, so every alignment an arena
+///   honours survives the translation to pool offsets.
+/// - **Allocation.** A thread starts at its *preferred* shard and takes the
+///   first shard whose lock is free right now, in order; if all are busy it
+///   waits for them one by one. A shard that cannot satisfy the request
+///   passes it on, so the arena fails only when every shard does. With the
+///   `std` feature each thread gets a preferred shard when it first
+///   allocates (spread evenly over the shards) and moves its preference to
+///   wherever it last succeeded after finding its own busy or full; without
+///   `std` every thread starts at shard 0 and the free-lock search spreads
+///   them. [`ShardedArena::alloc_hinted`] lets a caller choose.
+/// - **Free.** The shard is the one whose range holds the offset, so a
+///   block may be freed by any thread. Double-free and invalid-offset
+///   detection are each shard's.
+/// - **The price.** A block never straddles two shards: a request larger
+///   than every shard's largest free block fails with [`Error::Exhausted`]
+///   even when the pool as a whole has room, and a fill to failure leaves
+///   up to one request's worth unused per shard. One shard (`n = 1`) is
+///   exactly one [`Arena`] and costs one predictable branch more.
+///
+/// `Sync` whenever `S` is `Send`, like [`Arena`].
 pub struct ShardedArena<S: ArenaStorage> {
     /// Shard 0, outside the array so the one-shard paths reach it directly.
     first: Padded<Arena<S>>,
@@ -151,7 +151,7 @@ impl<S: ArenaStorage> ShardedArena<S> {
     }
 
     /// Allocates `size` bytes aligned to `align`, starting at the calling
-    /// thread's preferred shard (see the [module docs](self)). Otherwise as
+    /// thread's preferred shard (see [`ShardedArena`]). Otherwise as
     /// [`Arena::alloc`]; [`Error::Exhausted`] also when the request is larger
     /// than every shard's largest free block, [`Error::MetadataFull`] if a
     /// shard had room but no record to split it.
