@@ -3,7 +3,8 @@
 //
 // Mooncake today (per buffer):               With the adapter:
 //   allocateLocalMemory(size)                  allocateLocal(size, &buf)
-//     shm_open+ftruncate+mmap, name per buf      a block of ONE pre-mapped pool;
+//     shm_open+ftruncate+mmap, name per buf      a block of a pre-mapped pool (one,
+//                                                or up to Options::max_pools);
 //     -> publish {name, addr, length}            publish {buf.pool_name, buf.offset,
 //                                                         buf.addr, buf.length}
 //   freeLocalMemory(addr, size)                freeLocal(addr[, size])
@@ -26,8 +27,16 @@
 //  * target ids are used directly as table peer ids: they must be below
 //    Options::table.max_peers (256 by default; Mooncake numbers segments
 //    densely from 1). Larger ids get MCSHM_ERR_INVALID_ARGUMENT.
+//  * Growth: with Options::max_pools > 1, an allocation that every local
+//    pool turns away (MCSHM_ERR_EXHAUSTED or MCSHM_ERR_METADATA_FULL) makes
+//    one more pool (same capacity and options, a fresh name) and is served
+//    there, until there are max_pools; then it fails as a full pool does
+//    (and if making the pool fails, with that error, e.g. MCSHM_ERR_OS).
+//    Each LocalBuffer names its own pool, so peers need nothing new. Pools
+//    are never dropped before the adapter: freeLocal finds an address's pool
+//    among at most kMaxPools bases, without a lock.
 //  * A peer's pool is opened and mapped once per (target id, pool name),
-//    however many buffers it carries. Mappings (and the local pool) are kept
+//    however many buffers it carries. Mappings (and the local pools) are kept
 //    until the adapter is destroyed, so every pointer relocate() returned
 //    stays valid for the adapter's lifetime, even after unregisterRemote().
 //  * allocateLocal/freeLocal/relocate may be called from any thread at any
@@ -40,6 +49,7 @@
 
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -82,9 +92,14 @@ public:
         std::string remote_dir;
         /// Attempts at a fresh random local pool name on a collision.
         int name_retries = 8;
+        /// Most local pools (see Growth above); 0 counts as 1, and more than
+        /// kMaxPools as kMaxPools. 1: one pool, as without growth.
+        uint32_t max_pools = 1;
     };
 
     static constexpr uint64_t kPageSize = 4096;
+    /// Upper bound of Options::max_pools.
+    static constexpr uint32_t kMaxPools = 64;
 
     /// Nothing is created yet: the local pool is made by the first
     /// allocateLocal (name `<prefix>_<pid>_<8 random letters>`), the table by
@@ -94,66 +109,73 @@ public:
     ShmTransportAdapter(std::string name_prefix, uint64_t pool_capacity, Options opts)
         : prefix_(std::move(name_prefix)), opts_(std::move(opts)) {
         opts_.pool.capacity = pool_capacity;
+        if (opts_.max_pools == 0) opts_.max_pools = 1;
+        if (opts_.max_pools > kMaxPools) opts_.max_pools = kMaxPools;
     }
 
     ShmTransportAdapter(const ShmTransportAdapter&) = delete;
     ShmTransportAdapter& operator=(const ShmTransportAdapter&) = delete;
 
     /// Drops the table, unmaps every peer pool, then destroys (unlinks) the
-    /// local pool. No other thread may use the adapter meanwhile.
+    /// local pools. No other thread may use the adapter meanwhile.
     ~ShmTransportAdapter() {
         table_handle_.store(nullptr, std::memory_order_relaxed);
         table_.reset();
         remote_pools_.clear();
-        local_ready_.store(false, std::memory_order_relaxed);
-        local_.reset();
+        local_count_.store(0, std::memory_order_relaxed);
+        for (Pool& p : local_) p.reset();
     }
 
     // ---- local buffers -----------------------------------------------------
 
-    /// Allocates `size` bytes from the local pool (created on first use) and
-    /// describes the block in `*out`.
+    /// Allocates `size` bytes from a local pool (the first is created on
+    /// first use, more as Growth above says) and describes the block in
+    /// `*out`. The pool that served the last allocation is tried first.
     int allocateLocal(size_t size, LocalBuffer* out) {
         if (out == nullptr) return MCSHM_ERR_NULL_ARGUMENT;
         if (size == 0) return MCSHM_ERR_ZERO_SIZE;
-        int rc = ensureLocalPool();
-        if (rc != MCSHM_OK) return rc;
-        uint64_t off = 0;
-        rc = local_.try_alloc(size, opts_.alignment, &off);
-        if (rc != MCSHM_OK) return rc;
-        void* p = nullptr;
-        rc = local_.try_ptr(off, size, &p);
-        if (rc != MCSHM_OK) {
-            (void)local_.try_free(off);
-            return rc;
+        int rc = ensureLocalPools(1);
+        for (;;) {
+            if (rc != MCSHM_OK) return rc;
+            const uint32_t n = local_count_.load(std::memory_order_acquire);
+            const uint32_t first = current_.load(std::memory_order_relaxed) % n;
+            for (uint32_t i = 0; i < n; ++i) {
+                const uint32_t k = (first + i) % n;
+                rc = allocateFrom(local_[k], size, out);
+                if (rc == MCSHM_OK) {
+                    if (k != first) current_.store(k, std::memory_order_relaxed);
+                    return rc;
+                }
+                if (rc != MCSHM_ERR_EXHAUSTED && rc != MCSHM_ERR_METADATA_FULL) return rc;
+            }
+            // Every pool is full: one more (unless another thread made it
+            // meanwhile, or there are max_pools already).
+            if (n >= opts_.max_pools) return rc;
+            rc = ensureLocalPools(n + 1);
         }
-#if MOONCAKE_SHM_HAS_EXCEPTIONS
-        try {
-            out->pool_name = local_.name();
-        } catch (const std::bad_alloc&) {
-            (void)local_.try_free(off);
-            return MCSHM_ERR_EXHAUSTED;
-        }
-#else
-        out->pool_name = local_.name();
-#endif
-        out->addr = p;
-        out->offset = off;
-        out->length = size;
-        return MCSHM_OK;
     }
 
     /// Frees the local block that starts at `addr` (as Mooncake's
     /// freeLocalMemory). MCSHM_ERR_NOT_FOUND before any allocation,
-    /// MCSHM_ERR_OUT_OF_BOUNDS for an address outside the pool,
+    /// MCSHM_ERR_OUT_OF_BOUNDS for an address outside every local pool,
     /// MCSHM_ERR_DOUBLE_FREE / MCSHM_ERR_INVALID_OFFSET as the arena says.
     int freeLocal(void* addr) {
         if (addr == nullptr) return MCSHM_ERR_NULL_ARGUMENT;
-        if (!local_ready_.load(std::memory_order_acquire)) return MCSHM_ERR_NOT_FOUND;
+        const uint32_t n = local_count_.load(std::memory_order_acquire);
+        if (n == 0) return MCSHM_ERR_NOT_FOUND;
+        const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
+        for (uint32_t k = 0; k < n; ++k) {
+            const Pool& pool = local_[k];
+            // Unsigned: an address below the base wraps to a huge distance.
+            if (a - reinterpret_cast<uintptr_t>(pool.base()) >= pool.size()) continue;
+            uint64_t off = 0;
+            int rc = pool.try_offset_of(addr, &off);
+            if (rc != MCSHM_OK) return rc;
+            return pool.try_free(off);
+        }
+        // Outside every pool: the first one says so, with its own code.
         uint64_t off = 0;
-        int rc = local_.try_offset_of(addr, &off);
-        if (rc != MCSHM_OK) return rc;
-        return local_.try_free(off);
+        return local_[0].try_offset_of(addr, &off);
     }
     /// Mooncake's freeLocalMemory(addr, size) shape; the size is not needed.
     int freeLocal(void* addr, size_t /*size*/) { return freeLocal(addr); }
@@ -228,12 +250,19 @@ public:
 
     // ---- introspection -----------------------------------------------------
 
-    /// The local pool's name ("" before the first allocateLocal).
+    /// The first local pool's name ("" before the first allocateLocal).
     std::string localPoolName() const {
-        return local_ready_.load(std::memory_order_acquire) ? local_.name() : std::string();
+        return localPoolCount() > 0 ? local_[0].name() : std::string();
     }
-    /// The local pool (empty before the first allocateLocal).
-    const Pool& localPool() const noexcept { return local_; }
+    /// Local pool `i`, in order of creation (an empty Pool if there is no
+    /// such pool yet).
+    const Pool& localPool(size_t i = 0) const noexcept {
+        return i < localPoolCount() ? local_[i] : empty_;
+    }
+    /// Number of local pools made so far (0 before the first allocateLocal).
+    size_t localPoolCount() const noexcept {
+        return local_count_.load(std::memory_order_acquire);
+    }
     /// Number of peer pools mapped so far (one per (target, pool name)).
     size_t remotePoolCount() const {
         std::lock_guard<std::mutex> lk(mu_);
@@ -252,10 +281,43 @@ private:
         uint64_t length;
     };
 
-    int ensureLocalPool() {
-        if (local_ready_.load(std::memory_order_acquire)) return MCSHM_OK;
+    /// Allocates from `pool` and fills `*out`; the block goes back to the
+    /// pool on any error after the allocation.
+    int allocateFrom(const Pool& pool, size_t size, LocalBuffer* out) {
+        uint64_t off = 0;
+        int rc = pool.try_alloc(size, opts_.alignment, &off);
+        if (rc != MCSHM_OK) return rc;
+        void* p = nullptr;
+        rc = pool.try_ptr(off, size, &p);
+        if (rc != MCSHM_OK) {
+            (void)pool.try_free(off);
+            return rc;
+        }
+#if MOONCAKE_SHM_HAS_EXCEPTIONS
+        try {
+            out->pool_name = pool.name();
+        } catch (const std::bad_alloc&) {
+            (void)pool.try_free(off);
+            return MCSHM_ERR_EXHAUSTED;
+        }
+#else
+        out->pool_name = pool.name();
+#endif
+        out->addr = p;
+        out->offset = off;
+        out->length = size;
+        return MCSHM_OK;
+    }
+
+    /// Makes one more local pool if there are fewer than `want` (callers ask
+    /// for at most max_pools), under the mutex. A pool is published (by the
+    /// release store of local_count_) only once complete, and readers touch
+    /// only published pools.
+    int ensureLocalPools(uint32_t want) {
+        if (local_count_.load(std::memory_order_acquire) >= want) return MCSHM_OK;
         std::lock_guard<std::mutex> lk(mu_);
-        if (local_ready_.load(std::memory_order_relaxed)) return MCSHM_OK;
+        const uint32_t n = local_count_.load(std::memory_order_relaxed);
+        if (n >= want) return MCSHM_OK;
         int rc = MCSHM_ERR_ALREADY_EXISTS;
 #if MOONCAKE_SHM_HAS_EXCEPTIONS
         try {
@@ -270,14 +332,16 @@ private:
                 name += std::to_string(::getpid());
                 name += '_';
                 for (int k = 0; k < 8; ++k) name += static_cast<char>('a' + rng() % 26);
-                rc = Pool::try_create(name, opts_.pool, local_);
+                rc = Pool::try_create(name, opts_.pool, local_[n]);
             }
 #if MOONCAKE_SHM_HAS_EXCEPTIONS
         } catch (const std::bad_alloc&) {
             return MCSHM_ERR_EXHAUSTED;
         }
 #endif
-        if (rc == MCSHM_OK) local_ready_.store(true, std::memory_order_release);
+        if (rc != MCSHM_OK) return rc;
+        current_.store(n, std::memory_order_relaxed);
+        local_count_.store(n + 1, std::memory_order_release);
         return rc;
     }
 
@@ -328,10 +392,12 @@ private:
     const std::string prefix_;
     Options opts_;
 
-    mutable std::mutex mu_;  // creation of the pool/table, registrations
-    // Destroyed in reverse order: ranges, table, peer pools, local pool.
-    Pool local_;
-    std::atomic<bool> local_ready_{false};
+    mutable std::mutex mu_;  // creation of pools and the table, registrations
+    // Destroyed in reverse order: ranges, table, peer pools, local pools.
+    const Pool empty_{};
+    std::array<Pool, kMaxPools> local_;
+    std::atomic<uint32_t> local_count_{0};  // local_[0, count) are published
+    std::atomic<uint32_t> current_{0};      // the pool allocateLocal tries first
     std::map<std::pair<uint64_t, std::string>, Pool> remote_pools_;
     Table table_;
     std::atomic<const mcshm_table*> table_handle_{nullptr};

@@ -83,6 +83,136 @@ TEST(Adapter, AllocateAndFreeErrors) {
     EXPECT_EQ(ad.freeLocal(b.addr), MCSHM_OK);
 }
 
+ms::ShmTransportAdapter::Options growing(uint32_t max_pools) {
+    ms::ShmTransportAdapter::Options o;
+    o.max_pools = max_pools;
+    return o;
+}
+
+TEST(Adapter, OnePoolByDefaultAndAFullPoolFails) {
+    const std::string pre = prefix();
+    ms::ShmTransportAdapter ad(pre, 1 << 20);
+    ms::LocalBuffer a, b;
+    ASSERT_EQ(ad.allocateLocal(768 << 10, &a), MCSHM_OK);
+    EXPECT_EQ(ad.allocateLocal(768 << 10, &b), MCSHM_ERR_EXHAUSTED);
+    EXPECT_EQ(ad.localPoolCount(), 1u);
+    EXPECT_EQ(mcshm_test::shm_entries_with_prefix(pre).size(), 1u);
+    EXPECT_EQ(ad.freeLocal(a.addr), MCSHM_OK);
+}
+
+TEST(Adapter, GrowsIntoNewPoolsUpToMaxPools) {
+    const std::string pre = prefix();
+    std::vector<std::string> names;
+    {
+        ms::ShmTransportAdapter ad(pre, 1 << 20, growing(3));
+        // 768 KiB: one block per 1 MiB pool.
+        std::vector<ms::LocalBuffer> bufs(3);
+        for (size_t i = 0; i < bufs.size(); ++i) {
+            ASSERT_EQ(ad.allocateLocal(768 << 10, &bufs[i]), MCSHM_OK) << i;
+            EXPECT_EQ(ad.localPoolCount(), i + 1);
+            EXPECT_EQ(bufs[i].pool_name, ad.localPool(i).name());
+            EXPECT_EQ(bufs[i].addr, static_cast<char*>(ad.localPool(i).base()) + bufs[i].offset);
+            std::memset(bufs[i].addr, 0x10 + int(i), bufs[i].length);
+            names.push_back(bufs[i].pool_name);
+        }
+        EXPECT_NE(names[0], names[1]);
+        EXPECT_NE(names[1], names[2]);
+        EXPECT_EQ(ad.localPoolName(), names[0]);
+        EXPECT_EQ(mcshm_test::shm_entries_with_prefix(pre).size(), 3u);
+        EXPECT_FALSE(ad.localPool(3).valid());
+
+        // max_pools reached: fails as a full pool does, and makes nothing.
+        ms::LocalBuffer more;
+        EXPECT_EQ(ad.allocateLocal(768 << 10, &more), MCSHM_ERR_EXHAUSTED);
+        EXPECT_EQ(ad.localPoolCount(), 3u);
+        EXPECT_EQ(mcshm_test::shm_entries_with_prefix(pre).size(), 3u);
+
+        // Each buffer is where its descriptor says, for a peer.
+        for (size_t i = 0; i < bufs.size(); ++i) {
+            ms::Pool peer = ms::Pool::open(bufs[i].pool_name);
+            auto* p = static_cast<unsigned char*>(peer.ptr(bufs[i].offset, bufs[i].length));
+            EXPECT_EQ(p[0], 0x10 + i);
+            EXPECT_EQ(p[bufs[i].length - 1], 0x10 + i);
+        }
+
+        // freeLocal finds each block's pool; errors name the right one.
+        EXPECT_EQ(ad.freeLocal(static_cast<char*>(bufs[2].addr) + 64), MCSHM_ERR_INVALID_OFFSET);
+        int x = 0;
+        EXPECT_EQ(ad.freeLocal(&x), MCSHM_ERR_OUT_OF_BOUNDS);
+        for (auto& b : bufs) EXPECT_EQ(ad.freeLocal(b.addr, b.length), MCSHM_OK);
+        EXPECT_EQ(ad.freeLocal(bufs[1].addr), MCSHM_ERR_DOUBLE_FREE);
+        for (size_t i = 0; i < 3; ++i) EXPECT_EQ(ad.localPool(i).stats().live, 0u);
+
+        // Room again: served by the pools there are, none made.
+        for (auto& b : bufs) ASSERT_EQ(ad.allocateLocal(768 << 10, &b), MCSHM_OK);
+        EXPECT_EQ(ad.localPoolCount(), 3u);
+        for (auto& b : bufs) EXPECT_EQ(ad.freeLocal(b.addr), MCSHM_OK);
+
+        // A request no pool can ever hold makes no pool either.
+        EXPECT_EQ(ad.allocateLocal(2 << 20, &more), MCSHM_ERR_TOO_LARGE);
+        EXPECT_EQ(ad.localPoolCount(), 3u);
+    }
+    for (const auto& n : names) EXPECT_FALSE(shm_exists(n)) << n;
+    EXPECT_TRUE(mcshm_test::shm_entries_with_prefix(pre).empty());
+}
+
+TEST(Adapter, MaxPoolsIsClamped) {
+    const std::string pre = prefix();
+    ms::ShmTransportAdapter ad(pre, 1 << 20, growing(0));
+    ms::LocalBuffer a, b;
+    ASSERT_EQ(ad.allocateLocal(768 << 10, &a), MCSHM_OK);
+    EXPECT_EQ(ad.allocateLocal(768 << 10, &b), MCSHM_ERR_EXHAUSTED) << "0 counts as 1";
+    EXPECT_EQ(ad.freeLocal(a.addr), MCSHM_OK);
+
+    ms::ShmTransportAdapter big(prefix(), 64 << 10, growing(1000));
+    std::vector<ms::LocalBuffer> bufs;
+    ms::LocalBuffer c;
+    int rc = MCSHM_OK;
+    while ((rc = big.allocateLocal(48 << 10, &c)) == MCSHM_OK) bufs.push_back(c);
+    EXPECT_EQ(rc, MCSHM_ERR_EXHAUSTED);
+    EXPECT_EQ(big.localPoolCount(), ms::ShmTransportAdapter::kMaxPools);
+    EXPECT_EQ(bufs.size(), size_t(ms::ShmTransportAdapter::kMaxPools));
+    for (auto& x : bufs) EXPECT_EQ(big.freeLocal(x.addr), MCSHM_OK);
+}
+
+TEST(Adapter, ConcurrentAllocateGrowsWithoutLosingBlocks) {
+    const std::string pre = prefix();
+    ms::ShmTransportAdapter ad(pre, 1 << 20, growing(16));
+    constexpr int kThreads = 4, kPer = 6;  // 24 x 256 KiB: several 1 MiB pools
+    std::vector<std::vector<ms::LocalBuffer>> bufs(kThreads);
+    std::atomic<int> failures{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < kThreads; ++t)
+        ts.emplace_back([&, t] {
+            for (int i = 0; i < kPer; ++i) {
+                ms::LocalBuffer b;
+                if (ad.allocateLocal(256 << 10, &b) != MCSHM_OK) ++failures;
+                else {
+                    std::memset(b.addr, t * kPer + i, b.length);
+                    bufs[t].push_back(b);
+                }
+            }
+        });
+    for (auto& th : ts) th.join();
+    EXPECT_EQ(failures.load(), 0);
+    const size_t pools = ad.localPoolCount();
+    EXPECT_GE(pools, 6u);
+    EXPECT_LE(pools, 16u);
+    EXPECT_EQ(mcshm_test::shm_entries_with_prefix(pre).size(), pools);
+    uint64_t live = 0;
+    for (size_t i = 0; i < pools; ++i) live += ad.localPool(i).stats().live;
+    EXPECT_EQ(live, uint64_t(kThreads * kPer));
+    for (int t = 0; t < kThreads; ++t)
+        for (int i = 0; i < kPer; ++i) {
+            const auto& b = bufs[t][i];
+            const auto* p = static_cast<const unsigned char*>(b.addr);
+            EXPECT_EQ(p[0], t * kPer + i) << "blocks overlap";
+            EXPECT_EQ(p[b.length - 1], t * kPer + i) << "blocks overlap";
+        }
+    for (auto& v : bufs)
+        for (auto& b : v) EXPECT_EQ(ad.freeLocal(b.addr), MCSHM_OK);
+}
+
 TEST(Adapter, InvalidPrefixReportsInvalidName) {
     ms::ShmTransportAdapter ad("bad/prefix", 1 << 20);
     ms::LocalBuffer b;
