@@ -10,6 +10,7 @@
 //   pair      alloc + free of one block, 4 KiB-1 MiB, align 64, one-shard pool
 //   pair2     the same on a pool with two shards
 //   churn     free a random one of 64 live blocks, allocate another size
+//   churn2    the same on a pool with two shards
 //   relocate  mcshm_table_relocate over 100 ranges of 64 MiB
 //   resolve   mcshm_table_resolve over 100 segments of 64 MiB
 //
@@ -66,14 +67,14 @@ int allocCase(const std::string& c, long ops) {
   mcshm_pool_options o;
   mcshm_pool_options_init(&o);
   o.capacity = (uint64_t(2) * kLive + 2) << 20;  // as shm_allocation_bench
-  o.shards = c == "pair2" ? 2 : 1;
+  o.shards = (c == "pair2" || c == "churn2") ? 2 : 1;
   mcshm_pool* p = nullptr;  // a memfd pool: no name to leave behind
   int32_t rc = mcshm_pool_create_memfd(&o, &p);
   if (rc != MCSHM_OK) return fail("mcshm_pool_create_memfd", rc);
   const std::vector<uint64_t> s = sizes();
   std::vector<uint32_t> victims(kSeq);
   for (uint32_t& v : victims) v = uint32_t(next() % kLive);
-  const bool churn = c == "churn";
+  const bool churn = c == "churn" || c == "churn2";
   uint64_t live[kLive];
   for (uint32_t k = 0; k < kLive && rc == MCSHM_OK; ++k) rc = mcshm_pool_alloc(p, s[k], kAlign, &live[k]);
   if (rc == MCSHM_OK && !churn) {
@@ -155,7 +156,8 @@ int lookupCase(const std::string& c, long ops) {
 
 int main(int argc, char** argv) {
   if (argc != 3) {
-    std::fprintf(stderr, "usage: mooncake_shm_icount pair|pair2|churn|relocate|resolve <ops>\n");
+    std::fprintf(stderr,
+                 "usage: mooncake_shm_icount pair|pair2|churn|churn2|relocate|resolve <ops>\n");
     return 1;
   }
   const std::string c = argv[1];
@@ -165,7 +167,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "mooncake_shm_icount: bad operation count %s\n", argv[2]);
     return 1;
   }
-  if (c == "pair" || c == "pair2" || c == "churn") return allocCase(c, ops);
+  if (c == "pair" || c == "pair2" || c == "churn" || c == "churn2") return allocCase(c, ops);
   if (c == "relocate" || c == "resolve") return lookupCase(c, ops);
   std::fprintf(stderr, "mooncake_shm_icount: unknown case %s\n", c.c_str());
   return 1;
