@@ -83,6 +83,30 @@ TEST(Adapter, AllocateAndFreeErrors) {
     EXPECT_EQ(ad.freeLocal(b.addr), MCSHM_OK);
 }
 
+/// `threads` threads allocate `per` blocks of `size` bytes each from `ad` at
+/// once, filling block i of thread t with the byte t * per + i so that
+/// overlapping blocks show. Returns each thread's blocks; counts failures.
+std::vector<std::vector<ms::LocalBuffer>> allocate_at_once(ms::ShmTransportAdapter& ad,
+                                                           int threads, int per, size_t size,
+                                                           std::atomic<int>& failures) {
+    std::vector<std::vector<ms::LocalBuffer>> bufs(threads);
+    std::vector<std::thread> ts;
+    for (int t = 0; t < threads; ++t)
+        ts.emplace_back([&, t] {
+            for (int i = 0; i < per; ++i) {
+                ms::LocalBuffer b;
+                if (ad.allocateLocal(size, &b) != MCSHM_OK) {
+                    ++failures;
+                } else {
+                    std::memset(b.addr, t * per + i, b.length);
+                    bufs[t].push_back(b);
+                }
+            }
+        });
+    for (auto& th : ts) th.join();
+    return bufs;
+}
+
 ms::ShmTransportAdapter::Options growing(uint32_t max_pools) {
     ms::ShmTransportAdapter::Options o;
     o.max_pools = max_pools;
@@ -179,21 +203,8 @@ TEST(Adapter, ConcurrentAllocateGrowsWithoutLosingBlocks) {
     const std::string pre = prefix();
     ms::ShmTransportAdapter ad(pre, 1 << 20, growing(16));
     constexpr int kThreads = 4, kPer = 6;  // 24 x 256 KiB: several 1 MiB pools
-    std::vector<std::vector<ms::LocalBuffer>> bufs(kThreads);
     std::atomic<int> failures{0};
-    std::vector<std::thread> ts;
-    for (int t = 0; t < kThreads; ++t)
-        ts.emplace_back([&, t] {
-            for (int i = 0; i < kPer; ++i) {
-                ms::LocalBuffer b;
-                if (ad.allocateLocal(256 << 10, &b) != MCSHM_OK) ++failures;
-                else {
-                    std::memset(b.addr, t * kPer + i, b.length);
-                    bufs[t].push_back(b);
-                }
-            }
-        });
-    for (auto& th : ts) th.join();
+    const auto bufs = allocate_at_once(ad, kThreads, kPer, 256 << 10, failures);
     EXPECT_EQ(failures.load(), 0);
     const size_t pools = ad.localPoolCount();
     EXPECT_GE(pools, 6u);
@@ -223,18 +234,8 @@ TEST(Adapter, ConcurrentAllocateCreatesOnePool) {
     const std::string pre = prefix();
     ms::ShmTransportAdapter ad(pre, kCap);
     constexpr int kThreads = 4, kPer = 50;
-    std::vector<std::vector<ms::LocalBuffer>> bufs(kThreads);
     std::atomic<int> failures{0};
-    std::vector<std::thread> ts;
-    for (int t = 0; t < kThreads; ++t)
-        ts.emplace_back([&, t] {
-            for (int i = 0; i < kPer; ++i) {
-                ms::LocalBuffer b;
-                if (ad.allocateLocal(4096, &b) != MCSHM_OK) ++failures;
-                else bufs[t].push_back(b);
-            }
-        });
-    for (auto& th : ts) th.join();
+    const auto bufs = allocate_at_once(ad, kThreads, kPer, 4096, failures);
     EXPECT_EQ(failures.load(), 0);
     EXPECT_EQ(mcshm_test::shm_entries_with_prefix(pre).size(), 1u);
     EXPECT_EQ(ad.localPool().stats().live, uint64_t(kThreads * kPer));
