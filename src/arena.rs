@@ -76,9 +76,9 @@
 //!   trip through the free lists and the index: in the allocation
 //!   benchmark's churn (64 live blocks of 4 KiB-1 MiB) the frees that
 //!   reach the lists fell from 27% of the operations to 8%. The quick
-//!   paths stay as they were. A failing allocation returns the back slots first (a
-//!   bitmap makes that visit only the full ones), and the quick slots only
-//!   if that was not enough.
+//!   paths stay as they were. A failing allocation returns the back slots
+//!   first (a bitmap makes that visit only the full ones), and the quick
+//!   slots only if that was not enough.
 //! - **Double frees.** A quick block's flag makes a second free of it an
 //!   exact [`Error::DoubleFree`]. Blocks freed to the free lists leave their
 //!   offset in a ring of the last [`RECENT_FREES`], consulted only when an
