@@ -1229,13 +1229,13 @@ impl Tlsf<'_> {
             return false;
         }
         self.count_free(extent - slack as u64);
-        Self::free_to_back_or_lists(self.reborrow(), pos, i, offset);
+        Self::free_to_back_or_lists(self.reborrow(), pos, i, offset, extent);
         true
     }
 
     /// The rest of a free whose quick slot was taken: the back slot of the
     /// block's class if that is empty (and the budget allows), else the
-    /// free lists.
+    /// free lists. `extent` is the block's (unflagged) size.
     ///
     /// A second block per class spares many frees and allocations of
     /// mixed sizes (a free and then an allocation of another size, as a
@@ -1244,8 +1244,7 @@ impl Tlsf<'_> {
     /// [`alloc_free_lists`](Self::alloc_free_lists) look at the back
     /// slots, so the quick paths cost what they did.
     #[inline(never)]
-    fn free_to_back_or_lists(mut t: Tlsf<'_>, pos: usize, i: u32, offset: u64) {
-        let extent = t.rec(i).size;
+    fn free_to_back_or_lists(mut t: Tlsf<'_>, pos: usize, i: u32, offset: u64, extent: u64) {
         if !t.quick_put::<true>(i, extent) {
             Self::free_to_lists(t, pos, i, offset);
         }

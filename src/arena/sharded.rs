@@ -134,14 +134,11 @@ impl<S: ArenaStorage> ShardedArena<S> {
         }
     }
 
-    /// First offset of shard `k`.
+    /// First offset of shard `k` (`< n`). No branch for one shard: its
+    /// only `k` is 0, and 0 shifted by any `span_log2` is 0.
     #[inline(always)]
     fn start(&self, k: usize) -> u64 {
-        if self.n == 1 {
-            0
-        } else {
-            (k as u64) << self.span_log2
-        }
+        (k as u64) << self.span_log2
     }
 
     /// The shard whose range holds `offset` (`< capacity`).
@@ -191,7 +188,7 @@ impl<S: ArenaStorage> ShardedArena<S> {
         }
         let k = preferred::peek(self.n)?;
         let off = self.shard_if_any(k)?.try_alloc_quick(size, align)?;
-        Some(((k as u64) << self.span_log2) + off)
+        Some(self.start(k) + off)
     }
 
     /// [`Arena::free_quick`] for a one-shard arena; `false` with several
@@ -215,7 +212,7 @@ impl<S: ArenaStorage> ShardedArena<S> {
         }
         let k = self.route(offset);
         self.shard_if_any(k)
-            .is_some_and(|a| a.free_quick(offset - ((k as u64) << self.span_log2)))
+            .is_some_and(|a| a.free_quick(offset - self.start(k)))
     }
 
     /// [`alloc`](Self::alloc) starting at shard `hint % shards()` instead of
