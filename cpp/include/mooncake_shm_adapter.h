@@ -134,24 +134,26 @@ public:
     int allocateLocal(size_t size, LocalBuffer* out) {
         if (out == nullptr) return MCSHM_ERR_NULL_ARGUMENT;
         if (size == 0) return MCSHM_ERR_ZERO_SIZE;
-        int rc = ensureLocalPools(1);
         for (;;) {
-            if (rc != MCSHM_OK) return rc;
             const uint32_t n = local_count_.load(std::memory_order_acquire);
-            const uint32_t first = current_.load(std::memory_order_relaxed) % n;
-            for (uint32_t i = 0; i < n; ++i) {
-                const uint32_t k = (first + i) % n;
-                rc = allocateFrom(local_[k], size, out);
-                if (rc == MCSHM_OK) {
-                    if (k != first) current_.store(k, std::memory_order_relaxed);
-                    return rc;
+            if (n > 0) {
+                const uint32_t first = current_.load(std::memory_order_relaxed) % n;
+                int rc = MCSHM_ERR_EXHAUSTED;
+                for (uint32_t i = 0; i < n; ++i) {
+                    const uint32_t k = (first + i) % n;
+                    rc = allocateFrom(local_[k], size, out);
+                    if (rc == MCSHM_OK) {
+                        if (k != first) current_.store(k, std::memory_order_relaxed);
+                        return rc;
+                    }
+                    if (rc != MCSHM_ERR_EXHAUSTED && rc != MCSHM_ERR_METADATA_FULL) return rc;
                 }
-                if (rc != MCSHM_ERR_EXHAUSTED && rc != MCSHM_ERR_METADATA_FULL) return rc;
+                if (n >= opts_.max_pools) return rc;
             }
-            // Every pool is full: one more (unless another thread made it
-            // meanwhile, or there are max_pools already).
-            if (n >= opts_.max_pools) return rc;
-            rc = ensureLocalPools(n + 1);
+            // No pool yet, or every pool is full: one more (unless another
+            // thread made it meanwhile).
+            int rc = ensureLocalPools(n + 1);
+            if (rc != MCSHM_OK) return rc;
         }
     }
 
