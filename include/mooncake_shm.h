@@ -122,6 +122,16 @@
 #define MCSHM_ERR_NOT_SEALED 22
 
 /**
+ * The block belongs to a thread cache (`mcshm_cache`): free it through that cache.
+ */
+#define MCSHM_ERR_CACHE_OWNED 23
+
+/**
+ * A thread cache was used from a thread other than the one that created it.
+ */
+#define MCSHM_ERR_WRONG_THREAD 24
+
+/**
  * Size of a buffer that always holds a `mcshm_unique_name` result,
  * terminating NUL included.
  */
@@ -136,6 +146,17 @@
  * `mcshm_pool_options.flags` bit: back the pool with huge pages (MAP_HUGETLB).
  */
 #define MCSHM_POOL_HUGE_PAGES 2
+
+/**
+ * `max_bytes` of `mcshm_cache_create` when 0 is passed: 64 MiB.
+ */
+#define MCSHM_CACHE_DEFAULT_BYTES (64 << 20)
+
+/**
+ * A thread cache of an owner's pool: allocation and free without a lock,
+ * for the thread that created it (see `mcshm_cache_create`).
+ */
+typedef struct mcshm_cache mcshm_cache;
 
 /**
  * A shared-memory pool: the owner's (allocates) or a peer's (maps only).
@@ -346,7 +367,9 @@ int32_t mcshm_pool_open(const char *name, const char *dir, struct mcshm_pool **o
 
 /**
  * Destroys a pool handle: the owner unmaps and unlinks, a peer only unmaps.
- * NULL is a no-op.
+ * If thread caches of the pool remain, that happens when the last of them
+ * is destroyed; the handle must not be used again either way. NULL is a
+ * no-op.
  *
  * # Safety
  * `pool` is NULL or a handle from `mcshm_pool_create`/`mcshm_pool_open` not
@@ -373,6 +396,73 @@ int32_t mcshm_pool_alloc(const struct mcshm_pool *pool,
  * `pool` is a live handle.
  */
 int32_t mcshm_pool_free(const struct mcshm_pool *pool, uint64_t offset);
+
+/**
+ * Creates a thread cache of `pool` (an owner's) for the calling thread:
+ * `mcshm_cache_alloc` and `mcshm_cache_free` then work without a lock from
+ * this thread, and fail with `MCSHM_ERR_WRONG_THREAD` from any other. The
+ * cache owns up to 256 blocks of the pool and keeps up to `max_bytes` (0: 64 MiB)
+ * of freed ones for reuse. (The check tells live threads apart; a thread
+ * started after the creator has exited may be given its identity, and
+ * with it the cache: destroy a cache when its thread is done.)
+ *
+ * A block allocated through a cache must be freed through it:
+ * `mcshm_pool_free` refuses it with `MCSHM_ERR_CACHE_OWNED` until the cache
+ * is destroyed. The pool's statistics count the blocks a cache keeps as in
+ * use. The pool stays alive until its handle and all its caches are
+ * destroyed.
+ *
+ * # Safety
+ * `pool` is a live handle; `out` is writable.
+ */
+int32_t mcshm_cache_create(const struct mcshm_pool *pool,
+                           uint64_t max_bytes,
+                           struct mcshm_cache **out);
+
+/**
+ * Destroys a thread cache: the blocks it keeps go back to the pool, and the
+ * ones still allocated through it become ordinary blocks of the pool (freed
+ * with `mcshm_pool_free` from then on). May be called from any thread.
+ * NULL is a no-op.
+ *
+ * # Safety
+ * `cache` is NULL or a handle from `mcshm_cache_create` not yet destroyed,
+ * and no other thread is using it.
+ */
+void mcshm_cache_destroy(struct mcshm_cache *cache);
+
+/**
+ * Allocates `size` bytes aligned to `align` (0 = default) through the
+ * calling thread's cache and writes the offset from the mapping base to
+ * `out_offset`. Errors as `mcshm_pool_alloc`, plus `MCSHM_ERR_WRONG_THREAD`.
+ *
+ * # Safety
+ * `cache` is a live handle; `out_offset` is writable.
+ */
+int32_t mcshm_cache_alloc(struct mcshm_cache *cache,
+                          uint64_t size,
+                          uint64_t align,
+                          uint64_t *out_offset);
+
+/**
+ * Frees, through the calling thread's cache, a block allocated through it
+ * (kept for reuse) or any other block of the pool (passed on to the pool).
+ * Errors as `mcshm_pool_free`, plus `MCSHM_ERR_WRONG_THREAD`, and
+ * `MCSHM_ERR_CACHE_OWNED` for a block of another cache.
+ *
+ * # Safety
+ * `cache` is a live handle.
+ */
+int32_t mcshm_cache_free(struct mcshm_cache *cache, uint64_t offset);
+
+/**
+ * Gives every block the calling thread's cache keeps for reuse back to
+ * the pool (blocks allocated through it stay its own).
+ *
+ * # Safety
+ * `cache` is a live handle.
+ */
+int32_t mcshm_cache_flush(struct mcshm_cache *cache);
 
 /**
  * Turns `(offset, len)` into a pointer in this process's mapping,

@@ -4,7 +4,8 @@
 # these counts do not move with the machine's state, so they show what a
 # change to a hot path costs.
 #
-#   scripts/icount.sh [case ...]     cases: pair pair2 churn churn2 relocate resolve (default: all)
+#   scripts/icount.sh [case ...]     cases: pair pair2 churn churn2 cpair cchurn relocate resolve
+#                                    (default: all)
 #
 # Each case (see cpp/bench/icount.cpp) runs under callgrind twice, with OPS
 # operations and with none; the difference divided by OPS is the cost of one
@@ -21,7 +22,7 @@ cd "$ROOT"
 BUILD_DIR="${BUILD_DIR:-build}"
 OPS="${OPS:-100000}"
 cases=("$@")
-[ "${#cases[@]}" -gt 0 ] || cases=(pair pair2 churn churn2 relocate resolve)
+[ "${#cases[@]}" -gt 0 ] || cases=(pair pair2 churn churn2 cpair cchurn relocate resolve)
 
 ./scripts/setup.sh
 if ! command -v valgrind >/dev/null 2>&1; then

@@ -79,6 +79,11 @@
 //!   paths stay as they were. A failing allocation returns the back slots
 //!   first (a bitmap makes that visit only the full ones), and the quick
 //!   slots only if that was not enough.
+//! - **Owned blocks.** A third flag marks an allocated block as owned by
+//!   a [`ThreadCache`], which hands it out and takes it back without the
+//!   lock: [`Arena::free`] refuses such a block ([`Error::CacheOwned`]) and
+//!   the quick paths pass it by, so it is never free here while the cache
+//!   may still hand it out (see [`ThreadCache`]).
 //! - **Double frees.** A quick block's flag makes a second free of it an
 //!   exact [`Error::DoubleFree`]. Blocks freed to the free lists leave their
 //!   offset in a ring of the last [`RECENT_FREES`], consulted only when an
@@ -111,7 +116,9 @@ use core::mem::size_of;
 use core::ops::DerefMut;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+mod cache;
 mod sharded;
+pub use cache::{CacheSource, ThreadCache, CACHE_BLOCKS};
 pub use sharded::{ShardedArena, MAX_SHARDS};
 
 /// Allocation granule in bytes: every size is rounded up to it and every
@@ -181,6 +188,13 @@ const FREE_BIT: u64 = 1;
 /// was freed by the user but sits whole in a quick slot (see
 /// [`Tlsf::quick_put`]).
 const QUICK_BIT: u64 = 2;
+/// Owned flag, kept in the third lowest bit of an *allocated* block's
+/// size: the block belongs to a [`ThreadCache`], so [`Arena::free`]
+/// refuses it ([`Error::CacheOwned`]) until the cache gives it back
+/// ([`Arena::free_owned`] or [`Arena::set_owned`]).
+const OWNED_BIT: u64 = 4;
+/// Every flag a record's size may carry.
+const FLAG_BITS: u64 = FREE_BIT | QUICK_BIT | OWNED_BIT;
 /// Key of an empty hash entry (never a valid offset: offsets are < 2^62).
 const EMPTY_KEY: u64 = u64::MAX;
 /// Most bytes the quick slots hold in all (see [`Tlsf::quick_put`]); a
@@ -896,10 +910,12 @@ impl Tlsf<'_> {
     #[cold]
     #[inline(never)]
     fn not_allocated(&self, offset: u64) -> Error {
-        let quick = self
+        let flags = self
             .index_find(offset)
-            .is_some_and(|pos| self.rec(self.ent(pos).idx).size & QUICK_BIT != 0);
-        if quick || self.ctl.recent.contains(&offset) {
+            .map_or(0, |pos| self.rec(self.ent(pos).idx).size & FLAG_BITS);
+        if flags & OWNED_BIT != 0 {
+            Error::CacheOwned
+        } else if flags & QUICK_BIT != 0 || self.ctl.recent.contains(&offset) {
             Error::DoubleFree
         } else {
             Error::InvalidOffset
@@ -1225,7 +1241,7 @@ impl Tlsf<'_> {
             prev_free: slack,
             ..
         } = *self.rec(i);
-        if extent & QUICK_BIT != 0 {
+        if extent & (QUICK_BIT | OWNED_BIT) != 0 {
             return false;
         }
         self.count_free(extent - slack as u64);
@@ -1273,7 +1289,7 @@ impl Tlsf<'_> {
             ..
         } = *self.rec(i);
         debug_assert!(extent & FREE_BIT == 0, "indexed block is free");
-        if extent & QUICK_BIT != 0 || !self.quick_put::<false>(i, extent) {
+        if extent & (QUICK_BIT | OWNED_BIT) != 0 || !self.quick_put::<false>(i, extent) {
             return false;
         }
         self.count_free(extent - slack as u64);
@@ -1590,6 +1606,67 @@ impl<S: ArenaStorage> Arena<S> {
         }
     }
 
+    /// Marks the allocated block at `offset` as owned by a [`ThreadCache`]
+    /// (`owned`), or gives it back to plain allocation (`!owned`): while
+    /// owned, [`free`](Self::free) refuses it with [`Error::CacheOwned`],
+    /// so a block the cache keeps for reuse can never be freed under it.
+    ///
+    /// # Errors
+    /// As [`free`](Self::free) for an offset that is not an allocated
+    /// block; [`Error::CacheOwned`] if it is owned already (`owned`), and
+    /// [`Error::InvalidArgument`] if it is not owned (`!owned`).
+    pub fn set_owned(&self, offset: u64, owned: bool) -> Result<()> {
+        if offset >= self.capacity || offset & (GRANULE - 1) != 0 {
+            return Err(Error::InvalidOffset);
+        }
+        self.locked(|t| {
+            let Some(pos) = t.index_find(offset) else {
+                return Err(t.not_allocated(offset));
+            };
+            let i = t.ent(pos).idx;
+            let size = t.rec(i).size;
+            if size & QUICK_BIT != 0 {
+                return Err(Error::DoubleFree);
+            }
+            match (size & OWNED_BIT != 0, owned) {
+                (true, true) => Err(Error::CacheOwned),
+                (false, false) => Err(Error::InvalidArgument),
+                _ => {
+                    t.rec_mut(i).size = size ^ OWNED_BIT;
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    /// Frees a block that a [`ThreadCache`] owns (see
+    /// [`set_owned`](Self::set_owned)), under one lock.
+    ///
+    /// # Errors
+    /// As [`set_owned`](Self::set_owned)`(offset, false)`.
+    pub fn free_owned(&self, offset: u64) -> Result<()> {
+        if offset >= self.capacity || offset & (GRANULE - 1) != 0 {
+            return Err(Error::InvalidOffset);
+        }
+        self.locked(|t| {
+            let Some(pos) = t.index_find(offset) else {
+                return Err(t.not_allocated(offset));
+            };
+            let i = t.ent(pos).idx;
+            let size = t.rec(i).size;
+            if size & QUICK_BIT != 0 {
+                return Err(Error::DoubleFree);
+            }
+            if size & OWNED_BIT == 0 {
+                return Err(Error::InvalidArgument);
+            }
+            t.rec_mut(i).size = size & !OWNED_BIT;
+            let freed = t.free_at(pos, offset);
+            debug_assert!(freed, "an allocated block frees");
+            Ok(())
+        })
+    }
+
     /// [`alloc`](Self::alloc) if a quick block serves the request (see
     /// the module docs), else `None`, having changed nothing: the caller
     /// then calls `alloc`, which also reports any error. It makes no calls
@@ -1651,7 +1728,9 @@ impl<S: ArenaStorage> Arena<S> {
         self.locked(|t| {
             let r = t.index_find(offset).map(|pos| t.rec(t.ent(pos).idx));
             match r {
-                Some(r) if r.size & QUICK_BIT == 0 => Ok(r.size - r.prev_free as u64),
+                Some(r) if r.size & QUICK_BIT == 0 => {
+                    Ok((r.size & !OWNED_BIT) - r.prev_free as u64)
+                }
                 _ => Err(t.not_allocated(offset)),
             }
         })
@@ -1712,11 +1791,15 @@ impl<S: ArenaStorage> Arena<S> {
                 let r = t.recs()[i as usize];
                 assert_eq!(r.offset, end, "blocks must be contiguous");
                 assert_eq!(r.prev_phys, prev);
-                let size = r.size & !(FREE_BIT | QUICK_BIT);
+                let size = r.size & !FLAG_BITS;
                 assert!(size > 0 && size % GRANULE == 0);
                 let free = t.is_free(i);
                 let quick = r.size & QUICK_BIT != 0;
                 assert!(!(free && quick));
+                assert!(
+                    r.size & OWNED_BIT == 0 || !(free || quick),
+                    "owned block not allocated"
+                );
                 assert!(!(free && prev_free), "adjacent free blocks");
                 let p = t.index_find(r.offset);
                 if free {

@@ -13,15 +13,16 @@
 //! and not yet destroyed (that cannot be checked without UB, as in C).
 #![allow(non_camel_case_types)]
 
-use crate::arena::ArenaStats;
+use crate::arena::{ArenaStats, ThreadCache};
 use crate::cleanup;
 use crate::pool::{Pool, PoolOptions};
 use crate::sys::AnonMap;
 use crate::table::{Table, TableConfig};
 use crate::Error;
+use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_void, CStr};
 use core::mem::align_of;
-use core::sync::atomic::AtomicU64;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -71,6 +72,10 @@ pub const MCSHM_ERR_OS: i32 = 20;
 pub const MCSHM_ERR_PANIC: i32 = 21;
 /// A descriptor offered as a memfd pool is not sealed against shrinking.
 pub const MCSHM_ERR_NOT_SEALED: i32 = 22;
+/// The block belongs to a thread cache (`mcshm_cache`): free it through that cache.
+pub const MCSHM_ERR_CACHE_OWNED: i32 = 23;
+/// A thread cache was used from a thread other than the one that created it.
+pub const MCSHM_ERR_WRONG_THREAD: i32 = 24;
 
 /// Size of a buffer that always holds a `mcshm_unique_name` result,
 /// terminating NUL included.
@@ -110,6 +115,8 @@ fn code_of(err: Error) -> i32 {
         Error::NotReady => MCSHM_ERR_NOT_READY,
         Error::NotOwner => MCSHM_ERR_NOT_OWNER,
         Error::NotSealed => MCSHM_ERR_NOT_SEALED,
+        Error::CacheOwned => MCSHM_ERR_CACHE_OWNED,
+        Error::WrongThread => MCSHM_ERR_WRONG_THREAD,
         Error::Os(errno) => {
             LAST_OS_ERROR.with(|e| e.set(errno));
             MCSHM_ERR_OS
@@ -312,6 +319,30 @@ unsafe fn arg_str<'a>(p: *const c_char) -> Result<&'a str, Fail> {
 /// A shared-memory pool: the owner's (allocates) or a peer's (maps only).
 pub struct mcshm_pool {
     pool: Pool,
+    /// The handle plus one per live `mcshm_cache` of the pool: the last of
+    /// `mcshm_pool_destroy` and `mcshm_cache_destroy` releases the pool.
+    refs: AtomicU32,
+}
+
+impl mcshm_pool {
+    fn new(pool: Pool) -> Self {
+        mcshm_pool {
+            pool,
+            refs: AtomicU32::new(1),
+        }
+    }
+}
+
+/// Drops one reference to a pool handle, releasing it with the last one.
+///
+/// # Safety
+/// `pool` came from [`hand_out`] and the caller holds one of its references.
+unsafe fn release_pool(pool: *mut mcshm_pool) {
+    // SAFETY: the caller's reference keeps the handle alive until here.
+    if unsafe { (*pool).refs.fetch_sub(1, Ordering::AcqRel) } == 1 {
+        // SAFETY: that was the last reference: nobody else uses the handle.
+        unsafe { take_back(pool) };
+    }
 }
 
 /// Options for `mcshm_pool_create`; fill with `mcshm_pool_options_init` first.
@@ -403,7 +434,7 @@ pub unsafe extern "C" fn mcshm_pool_create(
         let o = unsafe { pool_options(opts)? };
         let pool = Pool::create(name, &o)?;
         // SAFETY: `out` was checked non-null and aligned at entry.
-        unsafe { hand_out(out, mcshm_pool { pool }) };
+        unsafe { hand_out(out, mcshm_pool::new(pool)) };
         Ok(())
     })
 }
@@ -454,7 +485,7 @@ pub unsafe extern "C" fn mcshm_pool_create_memfd(
         let o = unsafe { pool_options(opts)? };
         let pool = Pool::create_memfd(&o)?;
         // SAFETY: `out` was checked non-null and aligned at entry.
-        unsafe { hand_out(out, mcshm_pool { pool }) };
+        unsafe { hand_out(out, mcshm_pool::new(pool)) };
         Ok(())
     })
 }
@@ -492,7 +523,7 @@ pub unsafe extern "C" fn mcshm_pool_open_fd(fd: i32, out: *mut *mut mcshm_pool) 
         check_out(out)?;
         let pool = Pool::open_fd(fd)?;
         // SAFETY: `out` was checked non-null and aligned at entry.
-        unsafe { hand_out(out, mcshm_pool { pool }) };
+        unsafe { hand_out(out, mcshm_pool::new(pool)) };
         Ok(())
     })
 }
@@ -623,21 +654,26 @@ pub unsafe extern "C" fn mcshm_pool_open(
         };
         let pool = Pool::open_in(dir, name)?;
         // SAFETY: `out` was checked non-null and aligned at entry.
-        unsafe { hand_out(out, mcshm_pool { pool }) };
+        unsafe { hand_out(out, mcshm_pool::new(pool)) };
         Ok(())
     })
 }
 
 /// Destroys a pool handle: the owner unmaps and unlinks, a peer only unmaps.
-/// NULL is a no-op.
+/// If thread caches of the pool remain, that happens when the last of them
+/// is destroyed; the handle must not be used again either way. NULL is a
+/// no-op.
 ///
 /// # Safety
 /// `pool` is NULL or a handle from `mcshm_pool_create`/`mcshm_pool_open` not
 /// yet destroyed, and no other thread is using it.
 #[no_mangle]
 pub unsafe extern "C" fn mcshm_pool_destroy(pool: *mut mcshm_pool) {
-    // SAFETY: per the function's contract, a handle from `hand_out` destroyed once.
-    unsafe { take_back(pool) };
+    if !pool.is_null() {
+        // SAFETY: per the function's contract, a live handle from
+        // `hand_out`, whose own reference this gives up.
+        unsafe { release_pool(pool) };
+    }
 }
 
 /// Allocates `size` bytes aligned to `align` (0 = default) and writes the
@@ -752,6 +788,273 @@ unsafe extern "C" fn pool_free_slow(pool: *const mcshm_pool, offset: u64) -> i32
     }
     let r = caught(|| p.pool.free(offset));
     match r {
+        Ok(()) => MCSHM_OK,
+        Err(code) => code,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Thread caches
+// ---------------------------------------------------------------------------
+
+/// `max_bytes` of `mcshm_cache_create` when 0 is passed: 64 MiB.
+pub const MCSHM_CACHE_DEFAULT_BYTES: u64 = 64 << 20;
+
+/// A thread cache of an owner's pool: allocation and free without a lock,
+/// for the thread that created it (see `mcshm_cache_create`).
+pub struct mcshm_cache {
+    /// [`thread_id`] of the creating thread; only it may use `cache`.
+    thread: usize,
+    /// Used only by the creating thread (checked on every call), hence
+    /// never by two threads at once.
+    cache: UnsafeCell<ThreadCache<'static, Pool>>,
+    /// The pool handle, one of whose references this cache holds.
+    pool: *mut mcshm_pool,
+}
+
+/// An identity of the calling thread, distinct among live threads and cheap
+/// to read: the thread pointer on x86-64 and AArch64 (the TLS ABI keeps it
+/// in `%fs:0` and `tpidr_el0`), `pthread_self()` elsewhere.
+#[inline(always)]
+fn thread_id() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let tp: usize;
+        // SAFETY: on x86-64 Linux the word at %fs:0 is the thread control
+        // block's pointer to itself (ELF TLS ABI, variant II): always
+        // mapped and readable, and reading it has no side effects.
+        unsafe {
+            core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp,
+                             options(nostack, preserves_flags, readonly, pure))
+        };
+        tp
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let tp: usize;
+        // SAFETY: reading the thread pointer register has no side effects.
+        unsafe {
+            core::arch::asm!("mrs {}, tpidr_el0", out(reg) tp,
+                             options(nostack, preserves_flags, nomem, pure))
+        };
+        tp
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        // SAFETY: pthread_self has no preconditions.
+        unsafe { libc::pthread_self() as usize }
+    }
+}
+
+/// Creates a thread cache of `pool` (an owner's) for the calling thread:
+/// `mcshm_cache_alloc` and `mcshm_cache_free` then work without a lock from
+/// this thread, and fail with `MCSHM_ERR_WRONG_THREAD` from any other. The
+/// cache owns up to 256 blocks of the pool and keeps up to `max_bytes` (0: 64 MiB)
+/// of freed ones for reuse. (The check tells live threads apart; a thread
+/// started after the creator has exited may be given its identity, and
+/// with it the cache: destroy a cache when its thread is done.)
+///
+/// A block allocated through a cache must be freed through it:
+/// `mcshm_pool_free` refuses it with `MCSHM_ERR_CACHE_OWNED` until the cache
+/// is destroyed. The pool's statistics count the blocks a cache keeps as in
+/// use. The pool stays alive until its handle and all its caches are
+/// destroyed.
+///
+/// # Safety
+/// `pool` is a live handle; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_cache_create(
+    pool: *const mcshm_pool,
+    max_bytes: u64,
+    out: *mut *mut mcshm_cache,
+) -> i32 {
+    guard(|| {
+        check_out(out)?;
+        // SAFETY: per the function's contract.
+        let p = unsafe { arg_ref(pool)? };
+        if !p.pool.is_owner() {
+            return Err(Error::NotOwner.into());
+        }
+        p.refs.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the reference just taken keeps `p` (and so its pool)
+        // alive until `mcshm_cache_destroy` has dropped the cache, which is
+        // the last use of this borrow.
+        let pool_ref: &'static Pool = unsafe { &*core::ptr::addr_of!(p.pool) };
+        let max = if max_bytes == 0 {
+            MCSHM_CACHE_DEFAULT_BYTES
+        } else {
+            max_bytes
+        };
+        let cache = mcshm_cache {
+            thread: thread_id(),
+            cache: UnsafeCell::new(ThreadCache::new(pool_ref, max)),
+            pool: pool.cast_mut(),
+        };
+        // SAFETY: `out` was checked non-null and aligned at entry.
+        unsafe { hand_out(out, cache) };
+        Ok(())
+    })
+}
+
+/// Destroys a thread cache: the blocks it keeps go back to the pool, and the
+/// ones still allocated through it become ordinary blocks of the pool (freed
+/// with `mcshm_pool_free` from then on). May be called from any thread.
+/// NULL is a no-op.
+///
+/// # Safety
+/// `cache` is NULL or a handle from `mcshm_cache_create` not yet destroyed,
+/// and no other thread is using it.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_cache_destroy(cache: *mut mcshm_cache) {
+    if cache.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: per the function's contract, reclaimed exactly once.
+        let c = unsafe { Box::from_raw(cache) };
+        let pool = c.pool;
+        // The cache gives its blocks back while the pool is alive...
+        drop(c);
+        // SAFETY: ...and then its reference to the pool.
+        unsafe { release_pool(pool) };
+    }));
+}
+
+/// The calling thread's cache behind `cache`, if it is that thread's.
+///
+/// # Safety
+/// `cache` is non-null, aligned and a live handle.
+#[inline(always)]
+unsafe fn own_cache<'a>(cache: *const mcshm_cache) -> Option<&'a mut ThreadCache<'static, Pool>> {
+    // SAFETY: per this function's contract; `thread` is never written after
+    // creation, so any thread may read it.
+    let c = unsafe { &*cache };
+    if c.thread != thread_id() {
+        return None;
+    }
+    // SAFETY: only the creating thread gets here, one call at a time (the
+    // calls make no callbacks), so this is the only reference.
+    Some(unsafe { &mut *c.cache.get() })
+}
+
+/// Allocates `size` bytes aligned to `align` (0 = default) through the
+/// calling thread's cache and writes the offset from the mapping base to
+/// `out_offset`. Errors as `mcshm_pool_alloc`, plus `MCSHM_ERR_WRONG_THREAD`.
+///
+/// # Safety
+/// `cache` is a live handle; `out_offset` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_cache_alloc(
+    cache: *mut mcshm_cache,
+    size: u64,
+    align: u64,
+    out_offset: *mut u64,
+) -> i32 {
+    if ptr_ok(out_offset) & ptr_ok(cache) {
+        // SAFETY: non-null and aligned (checked above); live per the contract.
+        if let Some(c) = unsafe { own_cache(cache) } {
+            // Cannot panic (no calls, no checked arithmetic); see
+            // `ThreadCache::alloc_kept`.
+            if let Some(off) = c.alloc_kept(size, align) {
+                // SAFETY: non-null and aligned (checked above); writable per contract.
+                unsafe { out_offset.write(off) };
+                return MCSHM_OK;
+            }
+        }
+    }
+    // SAFETY: per this function's contract.
+    unsafe { cache_alloc_slow(cache, size, align, out_offset) }
+}
+
+/// [`mcshm_cache_alloc`] past the kept blocks: bad arguments, the wrong
+/// thread, and allocations from the pool. As [`pool_alloc_slow`].
+///
+/// # Safety
+/// As [`mcshm_cache_alloc`].
+#[inline(never)]
+unsafe extern "C" fn cache_alloc_slow(
+    cache: *mut mcshm_cache,
+    size: u64,
+    align: u64,
+    out_offset: *mut u64,
+) -> i32 {
+    if !ptr_ok(out_offset) | !ptr_ok(cache) {
+        return bad_pointer(&[
+            (out_offset.addr(), align_of::<u64>()),
+            (cache.addr(), align_of::<mcshm_cache>()),
+        ]);
+    }
+    // SAFETY: non-null and aligned (checked above); live per the contract.
+    let Some(c) = (unsafe { own_cache(cache) }) else {
+        return MCSHM_ERR_WRONG_THREAD;
+    };
+    match caught(|| c.alloc(size, align)) {
+        Ok(off) => {
+            // SAFETY: non-null and aligned (checked above); writable per contract.
+            unsafe { out_offset.write(off) };
+            MCSHM_OK
+        }
+        Err(code) => code,
+    }
+}
+
+/// Frees, through the calling thread's cache, a block allocated through it
+/// (kept for reuse) or any other block of the pool (passed on to the pool).
+/// Errors as `mcshm_pool_free`, plus `MCSHM_ERR_WRONG_THREAD`, and
+/// `MCSHM_ERR_CACHE_OWNED` for a block of another cache.
+///
+/// # Safety
+/// `cache` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_cache_free(cache: *mut mcshm_cache, offset: u64) -> i32 {
+    if ptr_ok(cache) {
+        // SAFETY: non-null and aligned (checked above); live per the contract.
+        if let Some(c) = unsafe { own_cache(cache) } {
+            // Cannot panic (no calls, no checked arithmetic); see
+            // `ThreadCache::free_kept`.
+            if c.free_kept(offset) {
+                return MCSHM_OK;
+            }
+        }
+    }
+    // SAFETY: per this function's contract.
+    unsafe { cache_free_slow(cache, offset) }
+}
+
+/// [`mcshm_cache_free`] past the kept blocks; as [`cache_alloc_slow`].
+///
+/// # Safety
+/// As [`mcshm_cache_free`].
+#[inline(never)]
+unsafe extern "C" fn cache_free_slow(cache: *mut mcshm_cache, offset: u64) -> i32 {
+    if !ptr_ok(cache) {
+        return bad_pointer(&[(cache.addr(), align_of::<mcshm_cache>())]);
+    }
+    // SAFETY: non-null and aligned (checked above); live per the contract.
+    let Some(c) = (unsafe { own_cache(cache) }) else {
+        return MCSHM_ERR_WRONG_THREAD;
+    };
+    match caught(|| c.free(offset)) {
+        Ok(()) => MCSHM_OK,
+        Err(code) => code,
+    }
+}
+
+/// Gives every block the calling thread's cache keeps for reuse back to
+/// the pool (blocks allocated through it stay its own).
+///
+/// # Safety
+/// `cache` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_cache_flush(cache: *mut mcshm_cache) -> i32 {
+    if !ptr_ok(cache) {
+        return bad_pointer(&[(cache.addr(), align_of::<mcshm_cache>())]);
+    }
+    // SAFETY: non-null and aligned (checked above); live per the contract.
+    let Some(c) = (unsafe { own_cache(cache) }) else {
+        return MCSHM_ERR_WRONG_THREAD;
+    };
+    match caught(|| c.flush()) {
         Ok(()) => MCSHM_OK,
         Err(code) => code,
     }
@@ -1153,6 +1456,8 @@ pub extern "C" fn mcshm_strerror(code: i32) -> *const c_char {
         MCSHM_ERR_OS => c"system call failed (see mcshm_last_os_error)",
         MCSHM_ERR_PANIC => c"internal error caught at the C boundary",
         MCSHM_ERR_NOT_SEALED => c"descriptor is not sealed against shrinking",
+        MCSHM_ERR_CACHE_OWNED => c"block belongs to a thread cache; free it through that cache",
+        MCSHM_ERR_WRONG_THREAD => c"thread cache used from another thread",
         _ => c"unknown result code",
     };
     s.as_ptr()
@@ -1190,6 +1495,8 @@ mod tests {
             Error::NotReady,
             Error::NotOwner,
             Error::NotSealed,
+            Error::CacheOwned,
+            Error::WrongThread,
             Error::Os(5),
         ];
         let mut codes: Vec<i32> = all.iter().map(|e| code_of(*e)).collect();

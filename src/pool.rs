@@ -394,6 +394,20 @@ impl Pool {
         arena.free(offset.wrapping_sub(Self::DATA_OFFSET))
     }
 
+    /// As [`Arena::set_owned`](crate::arena::Arena::set_owned), by the
+    /// offset `alloc` returned. Owner only.
+    pub fn set_owned(&self, offset: u64, owned: bool) -> Result<()> {
+        let arena = self.arena.as_ref().ok_or(Error::NotOwner)?;
+        arena.set_owned(offset.wrapping_sub(Self::DATA_OFFSET), owned)
+    }
+
+    /// As [`Arena::free_owned`](crate::arena::Arena::free_owned), by the
+    /// offset `alloc` returned. Owner only.
+    pub fn free_owned(&self, offset: u64) -> Result<()> {
+        let arena = self.arena.as_ref().ok_or(Error::NotOwner)?;
+        arena.free_owned(offset.wrapping_sub(Self::DATA_OFFSET))
+    }
+
     /// A local pointer to `[offset, offset + len)` (offsets from the mapping
     /// base). `OutOfBounds` unless the whole range lies in the data area
     /// (the header is not addressable this way); overflow-safe. `len` may be
@@ -474,6 +488,21 @@ impl Pool {
     fn data_end(&self) -> u64 {
         // Validated at create/open: no overflow, within the mapping.
         self.info.data_offset + self.info.capacity
+    }
+}
+
+impl crate::arena::CacheSource for Pool {
+    fn alloc(&self, size: u64, align: u64) -> Result<u64> {
+        Pool::alloc(self, size, align)
+    }
+    fn free(&self, offset: u64) -> Result<()> {
+        Pool::free(self, offset)
+    }
+    fn set_owned(&self, offset: u64, owned: bool) -> Result<()> {
+        Pool::set_owned(self, offset, owned)
+    }
+    fn free_owned(&self, offset: u64) -> Result<()> {
+        Pool::free_owned(self, offset)
     }
 }
 

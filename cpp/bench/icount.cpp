@@ -11,6 +11,8 @@
 //   pair2     the same on a pool with two shards
 //   churn     free a random one of 64 live blocks, allocate another size
 //   churn2    the same on a pool with two shards
+//   cpair     pair through a thread cache (mcshm_cache_alloc/free) that may keep the whole pool
+//   cchurn    churn through a thread cache
 //   relocate  mcshm_table_relocate over 100 ranges of 64 MiB
 //   resolve   mcshm_table_resolve over 100 segments of 64 MiB
 //
@@ -63,6 +65,39 @@ std::vector<uint64_t> sizes() {
   return s;
 }
 
+// The setup and timed loops of the allocation cases, through `alloc(size,
+// &offset)` and `release(offset)` (inlined lambdas: no call of their own).
+template <class Alloc, class Release>
+int32_t allocLoops(bool churn, long ops, Alloc alloc, Release release) {
+  const std::vector<uint64_t> s = sizes();
+  std::vector<uint32_t> victims(kSeq);
+  for (uint32_t& v : victims) v = uint32_t(next() % kLive);
+  uint64_t live[kLive];
+  int32_t rc = MCSHM_OK;
+  for (uint32_t k = 0; k < kLive && rc == MCSHM_OK; ++k) rc = alloc(s[k], &live[k]);
+  if (rc == MCSHM_OK && !churn) {
+    for (uint32_t k = 0; k < kLive && rc == MCSHM_OK; ++k) rc = release(live[k]);
+  }
+  if (rc != MCSHM_OK) return rc;
+  // The loops collect errors rather than stop at one: a test per call
+  // would be loop overhead in every count.
+  int32_t bad = MCSHM_OK;
+  if (churn) {
+    for (long i = 0; i < ops; ++i) {
+      const std::size_t j = std::size_t(i) % kSeq;
+      bad |= release(live[victims[j]]);
+      bad |= alloc(s[j], &live[victims[j]]);
+    }
+  } else {
+    for (long i = 0; i < ops; ++i) {
+      uint64_t off = 0;
+      bad |= alloc(s[std::size_t(i) % kSeq], &off);
+      bad |= release(off);
+    }
+  }
+  return bad;
+}
+
 int allocCase(const std::string& c, long ops) {
   mcshm_pool_options o;
   mcshm_pool_options_init(&o);
@@ -71,30 +106,23 @@ int allocCase(const std::string& c, long ops) {
   mcshm_pool* p = nullptr;  // a memfd pool: no name to leave behind
   int32_t rc = mcshm_pool_create_memfd(&o, &p);
   if (rc != MCSHM_OK) return fail("mcshm_pool_create_memfd", rc);
-  const std::vector<uint64_t> s = sizes();
-  std::vector<uint32_t> victims(kSeq);
-  for (uint32_t& v : victims) v = uint32_t(next() % kLive);
-  const bool churn = c == "churn" || c == "churn2";
-  uint64_t live[kLive];
-  for (uint32_t k = 0; k < kLive && rc == MCSHM_OK; ++k) rc = mcshm_pool_alloc(p, s[k], kAlign, &live[k]);
-  if (rc == MCSHM_OK && !churn) {
-    for (uint32_t k = 0; k < kLive && rc == MCSHM_OK; ++k) rc = mcshm_pool_free(p, live[k]);
-  }
-  // The loops collect errors rather than stop at one: a test per call
-  // would be loop overhead in every count.
-  int32_t bad = rc;
-  if (rc == MCSHM_OK && churn) {
-    for (long i = 0; i < ops; ++i) {
-      const std::size_t j = std::size_t(i) % kSeq;
-      bad |= mcshm_pool_free(p, live[victims[j]]);
-      bad |= mcshm_pool_alloc(p, s[j], kAlign, &live[victims[j]]);
+  const bool churn = c == "churn" || c == "churn2" || c == "cchurn";
+  int32_t bad = MCSHM_OK;
+  if (c == "cpair" || c == "cchurn") {
+    mcshm_cache* cache = nullptr;
+    rc = mcshm_cache_create(p, o.capacity, &cache);  // as shm_allocation_bench
+    if (rc == MCSHM_OK) {
+      bad = allocLoops(
+          churn, ops,
+          [&](uint64_t size, uint64_t* off) { return mcshm_cache_alloc(cache, size, kAlign, off); },
+          [&](uint64_t off) { return mcshm_cache_free(cache, off); });
     }
-  } else if (rc == MCSHM_OK) {
-    for (long i = 0; i < ops; ++i) {
-      uint64_t off = 0;
-      bad |= mcshm_pool_alloc(p, s[std::size_t(i) % kSeq], kAlign, &off);
-      bad |= mcshm_pool_free(p, off);
-    }
+    mcshm_cache_destroy(cache);
+  } else {
+    bad = allocLoops(
+        churn, ops,
+        [&](uint64_t size, uint64_t* off) { return mcshm_pool_alloc(p, size, kAlign, off); },
+        [&](uint64_t off) { return mcshm_pool_free(p, off); });
   }
   mcshm_pool_destroy(p);  // also releases the churn's live blocks
   return rc != MCSHM_OK ? fail(c.c_str(), rc) : loopFailed(c, bad);
@@ -157,7 +185,7 @@ int lookupCase(const std::string& c, long ops) {
 int main(int argc, char** argv) {
   if (argc != 3) {
     std::fprintf(stderr,
-                 "usage: mooncake_shm_icount pair|pair2|churn|churn2|relocate|resolve <ops>\n");
+                 "usage: mooncake_shm_icount pair|pair2|churn|churn2|cpair|cchurn|relocate|resolve <ops>\n");
     return 1;
   }
   const std::string c = argv[1];
@@ -167,7 +195,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "mooncake_shm_icount: bad operation count %s\n", argv[2]);
     return 1;
   }
-  if (c == "pair" || c == "pair2" || c == "churn" || c == "churn2") return allocCase(c, ops);
+  if (c == "pair" || c == "pair2" || c == "churn" || c == "churn2" || c == "cpair" ||
+      c == "cchurn")
+    return allocCase(c, ops);
   if (c == "relocate" || c == "resolve") return lookupCase(c, ops);
   std::fprintf(stderr, "mooncake_shm_icount: unknown case %s\n", c.c_str());
   return 1;

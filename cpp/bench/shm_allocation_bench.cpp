@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -30,6 +31,9 @@ DEFINE_int32(batch, 256, "Arena operations per timed sample (sample = batch mean
 DEFINE_int32(min_samples, 200, "Minimum number of batch samples per arena measurement");
 DEFINE_int32(churn_live, 64, "Live blocks kept by the churn case");
 DEFINE_uint64(arena_align, 64, "Alignment passed to mcshm_pool_alloc");
+DEFINE_uint64(cache_bytes, 0,
+              "max_bytes of the thread cache timed in the cache rows (mcshm_cache_create; "
+              "0: the pool's capacity, as one thread owns the pool here)");
 DEFINE_uint32(arena_shards, 1,
               "Shards of the arena's pool (mcshm_pool_options.shards): independently locked "
               "arenas, for threads that allocate at once; one thread pays more per call (0: 1)");
@@ -69,17 +73,84 @@ int finish(Report& rep) {
 }
 
 struct ArenaResult {
-  std::vector<double> alloc, free, pair, churn, touch;
+  std::vector<double> alloc, free, pair, churn, touch, cache_pair, cache_churn;
 };
 
+// Times `batches` samples of B alloc-then-free pairs through `alloc(size,
+// &offset)` and `release(offset)`; "" or an error message.
+template <class Alloc, class Release>
+std::string timePairs(std::size_t batches, std::size_t B, const std::function<uint64_t()>& nextSize,
+                      Alloc alloc, Release release, std::vector<double>& out) {
+  std::vector<uint64_t> bs(B);
+  int32_t rc = MCSHM_OK;
+  for (std::size_t b = 0; b < batches; ++b) {
+    for (std::size_t k = 0; k < B; ++k) bs[k] = nextSize();
+    uint64_t t0 = nowNs();
+    for (std::size_t k = 0; k < B; ++k) {
+      uint64_t off;
+      rc = alloc(bs[k], &off);
+      if (rc != MCSHM_OK) break;
+      rc = release(off);
+      if (rc != MCSHM_OK) break;
+    }
+    uint64_t t1 = nowNs();
+    if (rc != MCSHM_OK) return mcshm_bench::describeError("alloc/free pair", rc);
+    out.push_back(double(t1 - t0) / B);
+  }
+  return "";
+}
+
+// The churn: keep `--churn_live` blocks; each op frees a random live one
+// and allocates a new one in its place. As timePairs.
+template <class Alloc, class Release>
+std::string timeChurn(std::size_t batches, std::size_t B, const std::function<uint64_t()>& nextSize,
+                      Alloc alloc, Release release, std::vector<double>& out) {
+  const std::size_t live = static_cast<std::size_t>(std::max(1, FLAGS_churn_live));
+  std::vector<uint64_t> offs(live);
+  int32_t rc = MCSHM_OK;
+  for (std::size_t k = 0; k < live; ++k) {
+    rc = alloc(nextSize(), &offs[k]);
+    if (rc != MCSHM_OK) return mcshm_bench::describeError("alloc (churn fill)", rc);
+  }
+  std::mt19937_64 rng(FLAGS_seed ^ 0x9e3779b97f4a7c15ULL);
+  std::vector<uint32_t> victims(B);
+  std::vector<uint64_t> bs(B);
+  for (std::size_t b = 0; b < batches; ++b) {
+    for (std::size_t k = 0; k < B; ++k) {
+      victims[k] = static_cast<uint32_t>(rng() % live);
+      bs[k] = nextSize();
+    }
+    uint64_t t0 = nowNs();
+    for (std::size_t k = 0; k < B; ++k) {
+      rc = release(offs[victims[k]]);
+      if (rc != MCSHM_OK) break;
+      rc = alloc(bs[k], &offs[victims[k]]);
+      if (rc != MCSHM_OK) break;
+    }
+    uint64_t t1 = nowNs();
+    // On error the remaining blocks are released by destroying the pool.
+    if (rc != MCSHM_OK) return mcshm_bench::describeError("free/alloc (churn)", rc);
+    out.push_back(double(t1 - t0) / B);
+  }
+  for (std::size_t k = 0; k < live; ++k) {
+    rc = release(offs[k]);
+    if (rc != MCSHM_OK) return mcshm_bench::describeError("free (churn drain)", rc);
+  }
+  return "";
+}
+
 // Runs all arena measurements; returns "" or an error message.
-std::string runArena(mcshm_bench::Pool& pool, const std::vector<uint64_t>& sizes,
-                     ArenaResult& out) {
+std::string runArena(mcshm_bench::Pool& pool, uint64_t capacity,
+                     const std::vector<uint64_t>& sizes, ArenaResult& out) {
   const mcshm_pool* p = pool.get();
   const uint64_t align = FLAGS_arena_align;
   const std::size_t n = sizes.size();
   std::size_t idx = 0;
-  auto nextSize = [&]() { uint64_t s = sizes[idx]; idx = (idx + 1) % n; return s; };
+  const std::function<uint64_t()> nextSize = [&]() {
+    uint64_t s = sizes[idx];
+    idx = (idx + 1) % n;
+    return s;
+  };
   int32_t rc = MCSHM_OK;
 
   // 1. alloc and free, separately: 64 allocations timed as one sample, then
@@ -111,67 +182,28 @@ std::string runArena(mcshm_bench::Pool& pool, const std::vector<uint64_t>& sizes
     }
   }
 
-  // 2. alloc immediately followed by free.
+  // 2. alloc immediately followed by free; 3. the churn.
   const std::size_t B = static_cast<std::size_t>(std::max(1, FLAGS_batch));
   const std::size_t batches = std::max<std::size_t>(FLAGS_min_samples, (n + B - 1) / B);
-  {
-    std::vector<uint64_t> bs(B);
-    for (std::size_t b = 0; b < batches; ++b) {
-      for (std::size_t k = 0; k < B; ++k) bs[k] = nextSize();
-      uint64_t t0 = nowNs();
-      for (std::size_t k = 0; k < B; ++k) {
-        uint64_t off;
-        rc = mcshm_pool_alloc(p, bs[k], align, &off);
-        if (rc != MCSHM_OK) break;
-        rc = mcshm_pool_free(p, off);
-        if (rc != MCSHM_OK) break;
-      }
-      uint64_t t1 = nowNs();
-      if (rc != MCSHM_OK) return mcshm_bench::describeError("mcshm_pool_alloc/free pair", rc);
-      out.pair.push_back(double(t1 - t0) / B);
-    }
-  }
+  auto poolAlloc = [&](uint64_t size, uint64_t* off) { return mcshm_pool_alloc(p, size, align, off); };
+  auto poolFree = [&](uint64_t off) { return mcshm_pool_free(p, off); };
+  std::string err = timePairs(batches, B, nextSize, poolAlloc, poolFree, out.pair);
+  if (err.empty()) err = timeChurn(batches, B, nextSize, poolAlloc, poolFree, out.churn);
+  if (!err.empty()) return "pool " + err;
 
-  // 3. churn: keep `live` blocks; each op frees a random live one and
-  //    allocates a new one in its place.
+  // 2 and 3 again through a thread cache of this thread (no lock).
   {
-    const std::size_t live = static_cast<std::size_t>(std::max(1, FLAGS_churn_live));
-    std::vector<uint64_t> offs(live);
-    for (std::size_t k = 0; k < live; ++k) {
-      rc = mcshm_pool_alloc(p, nextSize(), align, &offs[k]);
-      if (rc != MCSHM_OK) return mcshm_bench::describeError("mcshm_pool_alloc (churn fill)", rc);
-    }
-    std::mt19937_64 rng(FLAGS_seed ^ 0x9e3779b97f4a7c15ULL);
-    std::vector<uint32_t> victims(B);
-    std::vector<uint64_t> bs(B);
-    std::string err;
-    for (std::size_t b = 0; b < batches && err.empty(); ++b) {
-      for (std::size_t k = 0; k < B; ++k) {
-        victims[k] = static_cast<uint32_t>(rng() % live);
-        bs[k] = nextSize();
-      }
-      uint64_t t0 = nowNs();
-      for (std::size_t k = 0; k < B; ++k) {
-        rc = mcshm_pool_free(p, offs[victims[k]]);
-        if (rc != MCSHM_OK) break;
-        rc = mcshm_pool_alloc(p, bs[k], align, &offs[victims[k]]);
-        if (rc != MCSHM_OK) break;
-      }
-      uint64_t t1 = nowNs();
-      if (rc != MCSHM_OK) {
-        // remaining blocks are released by destroying the pool
-        err = mcshm_bench::describeError("mcshm_pool_free/alloc (churn)", rc);
-        break;
-      }
-      out.churn.push_back(double(t1 - t0) / B);
-    }
-    if (err.empty()) {
-      for (std::size_t k = 0; k < live; ++k) {
-        rc = mcshm_pool_free(p, offs[k]);
-        if (rc != MCSHM_OK) return mcshm_bench::describeError("mcshm_pool_free (churn drain)", rc);
-      }
-    }
-    if (!err.empty()) return err;
+    mcshm_cache* cache = nullptr;
+    rc = mcshm_cache_create(p, FLAGS_cache_bytes != 0 ? FLAGS_cache_bytes : capacity, &cache);
+    if (rc != MCSHM_OK) return mcshm_bench::describeError("mcshm_cache_create", rc);
+    auto cacheAlloc = [&](uint64_t size, uint64_t* off) {
+      return mcshm_cache_alloc(cache, size, align, off);
+    };
+    auto cacheFree = [&](uint64_t off) { return mcshm_cache_free(cache, off); };
+    err = timePairs(batches, B, nextSize, cacheAlloc, cacheFree, out.cache_pair);
+    if (err.empty()) err = timeChurn(batches, B, nextSize, cacheAlloc, cacheFree, out.cache_churn);
+    mcshm_cache_destroy(cache);
+    if (!err.empty()) return "cache " + err;
   }
 
   // 4. first write to a freshly allocated 4 KiB buffer in the prefaulted pool.
@@ -373,7 +405,7 @@ int main(int argc, char** argv) {
     return finish(rep);
   }
   ArenaResult ar;
-  err = runArena(pool, sizes, ar);
+  err = runArena(pool, capacity, sizes, ar);
   pool.reset();
   if (!err.empty()) {
     rep.error("arena: " + err);
@@ -400,6 +432,15 @@ int main(int argc, char** argv) {
   r.speedup = ref_pair / r.stats.median;
   const Stats s_churn = r.stats;
   rep.add(r);
+  r = makeRow(ag, "thread cache: alloc + free", ar.cache_pair, nb);
+  r.speedup = ref_pair / r.stats.median;
+  const Stats s_cpair = r.stats;
+  rep.add(r);
+  r = makeRow(ag, "thread cache: churn, " + std::to_string(FLAGS_churn_live) + " live", ar.cache_churn,
+              nb);
+  r.speedup = ref_pair / r.stats.median;
+  const Stats s_cchurn = r.stats;
+  rep.add(r);
   r = makeRow(ag, "first write, 4 KiB from prefaulted pool", ar.touch, nb);
   r.speedup = s_btouch.median / r.stats.median;
   const Stats s_atouch = r.stats;
@@ -415,7 +456,10 @@ int main(int argc, char** argv) {
   rep.summary("arena_free_median_ns", s_free.median, "ns");
   rep.summary("arena_alloc_free_median_ns", s_pair.median, "ns");
   rep.summary("arena_churn_median_ns", s_churn.median, "ns");
+  rep.summary("cache_alloc_free_median_ns", s_cpair.median, "ns");
+  rep.summary("cache_churn_median_ns", s_cchurn.median, "ns");
   rep.summary("pool_first_write_4k_median_ns", s_atouch.median, "ns");
   rep.summary("speedup_alloc_free", speedup, "x");
+  rep.summary("speedup_cache_alloc_free", ref_pair / s_cpair.median, "x");
   return finish(rep);
 }

@@ -6,6 +6,7 @@
 //     PoolOptions options for Pool::create (defaults are the C library's)
 //     Pool        move-only owner of an mcshm_pool* (owner: unlinks on destruction)
 //     Allocation  move-only owner of one block of a Pool (frees on destruction)
+//     ThreadCache move-only owner of an mcshm_cache* (one thread's lock-free cache of a Pool)
 //     TableConfig capacities for Table::create (defaults are the C library's)
 //     Table       move-only owner of an mcshm_table*
 //
@@ -14,8 +15,9 @@
 // -fno-exceptions (then the throwing members abort instead of throwing).
 //
 // Thread safety follows the C ABI: a Pool's alloc/free/ptr/offset_of and a
-// Table's lookups may be called concurrently; creating, moving and destroying
-// a handle may not race with its use.
+// Table's lookups may be called concurrently; a ThreadCache's alloc/free/flush
+// only from the thread that created it (others get MCSHM_ERR_WRONG_THREAD);
+// creating, moving and destroying a handle may not race with its use.
 #ifndef MOONCAKE_SHM_HPP
 #define MOONCAKE_SHM_HPP
 
@@ -38,7 +40,7 @@
 namespace mooncake::shm {
 
 /// Number of the last MCSHM_* code (codes are 0 ..= kLastErrorCode).
-inline constexpr int kLastErrorCode = MCSHM_ERR_NOT_SEALED;
+inline constexpr int kLastErrorCode = MCSHM_ERR_WRONG_THREAD;
 
 /// "description" for a code, plus " (errno N: text)" when `code` is
 /// MCSHM_ERR_OS and `os_errno` is non-zero.
@@ -123,6 +125,9 @@ struct PoolDeleter {
 };
 struct TableDeleter {
     void operator()(mcshm_table* t) const noexcept { mcshm_table_destroy(t); }
+};
+struct CacheDeleter {
+    void operator()(mcshm_cache* c) const noexcept { mcshm_cache_destroy(c); }
 };
 
 inline const mcshm_pool_options& c_pool_defaults() noexcept {
@@ -419,6 +424,77 @@ private:
     void* base_ = nullptr;
     uint64_t size_ = 0;
     bool owner_ = false;
+};
+
+/// One thread's cache of an owner Pool's blocks (mcshm_cache): alloc/free
+/// without the pool's lock, keeping up to `max_bytes` of freed blocks for
+/// reuse. alloc/free/flush work only on the thread that created the cache
+/// (MCSHM_ERR_WRONG_THREAD elsewhere); destruction works on any thread.
+///
+/// A block allocated through a cache must be freed through it (Pool::free
+/// gives MCSHM_ERR_CACHE_OWNED) until the cache is destroyed: then kept
+/// blocks go back to the pool and handed-out ones become ordinary blocks.
+/// The cache holds a reference on the pool, so it may outlive the Pool
+/// object (the owner's segment is unlinked when both are gone).
+class ThreadCache {
+public:
+    /// An empty handle; assign the result of create() to it.
+    ThreadCache() noexcept = default;
+    ThreadCache(const ThreadCache&) = delete;
+    ThreadCache& operator=(const ThreadCache&) = delete;
+    ThreadCache(ThreadCache&&) noexcept = default;
+    /// Destroys this object's cache and takes `o`'s.
+    ThreadCache& operator=(ThreadCache&&) noexcept = default;
+    /// Gives kept blocks back to the pool; handed-out ones become ordinary.
+    ~ThreadCache() = default;
+
+    /// Creates a cache of `pool` (an owner's; MCSHM_ERR_NOT_OWNER for a peer)
+    /// for the calling thread. `max_bytes` 0: MCSHM_CACHE_DEFAULT_BYTES.
+    static ThreadCache create(const Pool& pool, uint64_t max_bytes = 0) {
+        ThreadCache c;
+        detail::check(try_create(pool, max_bytes, c), "mcshm_cache_create");
+        return c;
+    }
+    /// On success `out` holds the cache (its previous cache is destroyed);
+    /// on failure it is untouched. Returns the C code.
+    static int try_create(const Pool& pool, uint64_t max_bytes, ThreadCache& out) noexcept {
+        mcshm_cache* raw = nullptr;
+        int rc = mcshm_cache_create(pool.get(), max_bytes, &raw);
+        if (rc == MCSHM_OK) out.handle_.reset(raw);
+        return rc;
+    }
+
+    /// Allocates `size` bytes aligned to `align` (as Pool::alloc) and returns
+    /// the block's offset; free it with free() on this cache.
+    uint64_t alloc(uint64_t size, uint64_t align = 0) const {
+        uint64_t off = 0;
+        detail::check(try_alloc(size, align, &off), "mcshm_cache_alloc");
+        return off;
+    }
+    int try_alloc(uint64_t size, uint64_t align, uint64_t* out_offset) const noexcept {
+        return mcshm_cache_alloc(handle_.get(), size, align, out_offset);
+    }
+
+    /// Frees the block at `offset`: one of this cache's (kept for reuse) or
+    /// an ordinary block of the pool (passed on to it).
+    void free(uint64_t offset) const { detail::check(try_free(offset), "mcshm_cache_free"); }
+    int try_free(uint64_t offset) const noexcept { return mcshm_cache_free(handle_.get(), offset); }
+
+    /// Gives the kept blocks back to the pool (handed-out ones stay owned).
+    void flush() const { detail::check(try_flush(), "mcshm_cache_flush"); }
+    int try_flush() const noexcept { return mcshm_cache_flush(handle_.get()); }
+
+    bool valid() const noexcept { return handle_ != nullptr; }
+    explicit operator bool() const noexcept { return valid(); }
+    /// The C handle (still owned by this object).
+    mcshm_cache* get() const noexcept { return handle_.get(); }
+    /// Gives up the C handle; the caller must mcshm_cache_destroy() it.
+    mcshm_cache* release() noexcept { return handle_.release(); }
+    /// Destroys the cache now; the handle becomes empty.
+    void reset() noexcept { handle_.reset(); }
+
+private:
+    std::unique_ptr<mcshm_cache, detail::CacheDeleter> handle_;
 };
 
 /// Capacities of a Table; defaults are those of mcshm_table_config_init.

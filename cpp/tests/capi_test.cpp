@@ -460,7 +460,7 @@ TEST(CApi, OsErrorCarriesErrno) {
 TEST(CApi, StrerrorCoversEveryCode) {
     std::set<std::string> seen;
     const std::string unknown = mcshm_strerror(9999);
-    for (int c = MCSHM_OK; c <= MCSHM_ERR_NOT_SEALED; ++c) {
+    for (int c = MCSHM_OK; c <= MCSHM_ERR_WRONG_THREAD; ++c) {
         const char* s = mcshm_strerror(c);
         ASSERT_NE(s, nullptr) << c;
         EXPECT_GT(std::strlen(s), 0u) << c;
@@ -468,7 +468,9 @@ TEST(CApi, StrerrorCoversEveryCode) {
         EXPECT_TRUE(seen.insert(s).second) << "code " << c << " shares message '" << s << "'";
     }
     EXPECT_NE(mcshm_strerror(-1), nullptr);
-    EXPECT_NE(mcshm_strerror(MCSHM_ERR_NOT_SEALED + 1), nullptr);
+    EXPECT_NE(mcshm_strerror(MCSHM_ERR_WRONG_THREAD + 1), nullptr);
+    EXPECT_EQ(unknown, mcshm_strerror(MCSHM_ERR_WRONG_THREAD + 1))
+        << "MCSHM_ERR_WRONG_THREAD is the last code";
 }
 
 TEST(CApi, CrossProcessThroughOpen) {
@@ -509,6 +511,435 @@ TEST(CApi, CrossProcessThroughOpen) {
     EXPECT_TRUE(mcshm_test::check_pattern(static_cast<char*>(p) + kLen, kLen, 99));
     EXPECT_TRUE(mcshm_test::shm_exists(name)) << "a peer must not unlink";
     EXPECT_EQ(mcshm_pool_free(pool, off), MCSHM_OK);
+}
+
+// ---- thread caches through C ----------------------------------------------
+
+struct CacheGuard {
+    mcshm_cache* c;
+    ~CacheGuard() { mcshm_cache_destroy(c); }
+};
+
+/// Live blocks of `pool` (stats), or UINT64_MAX if the call fails.
+uint64_t live_blocks(const mcshm_pool* pool) {
+    mcshm_pool_stats st;
+    if (mcshm_pool_stats_get(pool, &st) != MCSHM_OK) return UINT64_MAX;
+    return st.live;
+}
+
+TEST(CApi, ThreadCacheAllocFreeReuse) {
+    mcshm_pool* pool = make_pool(unique_name());
+    ASSERT_NE(pool, nullptr);
+    PoolGuard g{pool};
+    mcshm_cache* c = nullptr;
+    ASSERT_EQ(mcshm_cache_create(pool, 0, &c), MCSHM_OK);
+    ASSERT_NE(c, nullptr);
+    CacheGuard cg{c};
+
+    uint64_t a = 0, b = 0, again = 0;
+    ASSERT_EQ(mcshm_cache_alloc(c, 4096, 0, &a), MCSHM_OK);
+    ASSERT_EQ(mcshm_cache_alloc(c, 1000, 64, &b), MCSHM_OK);
+    EXPECT_EQ(b % 64, 0u);
+    EXPECT_TRUE(b >= a + 4096 || a >= b + 1000) << "blocks overlap";
+    void* pa = nullptr;
+    ASSERT_EQ(mcshm_pool_ptr(pool, a, 4096, &pa), MCSHM_OK);
+    std::memset(pa, 0x5A, 4096);  // the memory is writable
+    EXPECT_EQ(live_blocks(pool), 2u);
+
+    // A freed block is kept (still live for the pool) and comes back for the same size.
+    ASSERT_EQ(mcshm_cache_free(c, a), MCSHM_OK);
+    EXPECT_EQ(live_blocks(pool), 2u) << "a kept block counts as live";
+    ASSERT_EQ(mcshm_cache_alloc(c, 4096, 0, &again), MCSHM_OK);
+    EXPECT_EQ(again, a);
+    ASSERT_EQ(mcshm_cache_free(c, b), MCSHM_OK);
+    ASSERT_EQ(mcshm_cache_alloc(c, 1000, 64, &again), MCSHM_OK);
+    EXPECT_EQ(again, b);
+
+    // Errors as mcshm_pool_alloc/free.
+    uint64_t off = 0;
+    EXPECT_EQ(mcshm_cache_alloc(c, 0, 0, &off), MCSHM_ERR_ZERO_SIZE);
+    EXPECT_EQ(mcshm_cache_alloc(c, 64, 3, &off), MCSHM_ERR_BAD_ALIGNMENT);
+    EXPECT_EQ(mcshm_cache_alloc(c, 64, 8192, &off), MCSHM_ERR_BAD_ALIGNMENT);
+    EXPECT_EQ(mcshm_cache_alloc(c, kCap + 1, 0, &off), MCSHM_ERR_TOO_LARGE);
+    EXPECT_EQ(mcshm_cache_alloc(c, UINT64_MAX, 0, &off), MCSHM_ERR_TOO_LARGE);
+    EXPECT_EQ(mcshm_cache_free(c, a + 64), MCSHM_ERR_INVALID_OFFSET);
+    EXPECT_EQ(mcshm_cache_free(c, UINT64_MAX), MCSHM_ERR_INVALID_OFFSET);
+
+    EXPECT_EQ(mcshm_cache_free(c, a), MCSHM_OK);
+    EXPECT_EQ(mcshm_cache_free(c, b), MCSHM_OK);
+    EXPECT_EQ(live_blocks(pool), 2u);
+    EXPECT_EQ(mcshm_cache_flush(c), MCSHM_OK);
+    EXPECT_EQ(live_blocks(pool), 0u) << "flush gives the kept blocks back";
+    EXPECT_EQ(mcshm_cache_flush(c), MCSHM_OK);  // nothing kept: still fine
+}
+
+TEST(CApi, ThreadCacheKeptBlocksNeverExhaustTheCache) {
+    mcshm_pool* pool = make_pool(unique_name());
+    ASSERT_NE(pool, nullptr);
+    PoolGuard g{pool};
+    mcshm_cache* c = nullptr;
+    ASSERT_EQ(mcshm_cache_create(pool, 0, &c), MCSHM_OK);
+    CacheGuard cg{c};
+    uint64_t half = 0, whole = 0;
+    ASSERT_EQ(mcshm_cache_alloc(c, kCap / 2, 0, &half), MCSHM_OK);
+    ASSERT_EQ(mcshm_cache_free(c, half), MCSHM_OK);  // kept
+    // The pool itself cannot serve the whole capacity while the cache keeps half...
+    uint64_t off = 0;
+    EXPECT_EQ(mcshm_pool_alloc(pool, kCap, 0, &off), MCSHM_ERR_EXHAUSTED);
+    // ...but the cache gives its kept blocks back rather than fail.
+    ASSERT_EQ(mcshm_cache_alloc(c, kCap, 0, &whole), MCSHM_OK);
+    EXPECT_EQ(live_blocks(pool), 1u);
+    EXPECT_EQ(mcshm_cache_free(c, whole), MCSHM_OK);
+    EXPECT_EQ(mcshm_cache_flush(c), MCSHM_OK);
+    mcshm_pool_stats st;
+    ASSERT_EQ(mcshm_pool_stats_get(pool, &st), MCSHM_OK);
+    EXPECT_EQ(st.live, 0u);
+    EXPECT_EQ(st.in_use, 0u);
+    EXPECT_EQ(st.largest_free, kCap);
+}
+
+TEST(CApi, ThreadCacheByteBudget) {
+    mcshm_pool* pool = make_pool(unique_name());
+    ASSERT_NE(pool, nullptr);
+    PoolGuard g{pool};
+    mcshm_cache* c = nullptr;
+    ASSERT_EQ(mcshm_cache_create(pool, 8192, &c), MCSHM_OK);
+    CacheGuard cg{c};
+    uint64_t small = 0, big = 0;
+    ASSERT_EQ(mcshm_cache_alloc(c, 4096, 0, &small), MCSHM_OK);
+    ASSERT_EQ(mcshm_cache_alloc(c, 64 * 1024, 0, &big), MCSHM_OK);
+    EXPECT_EQ(live_blocks(pool), 2u);
+    ASSERT_EQ(mcshm_cache_free(c, big), MCSHM_OK);
+    EXPECT_EQ(live_blocks(pool), 1u) << "a block over max_bytes goes back to the pool";
+    ASSERT_EQ(mcshm_cache_free(c, small), MCSHM_OK);
+    EXPECT_EQ(live_blocks(pool), 1u) << "a block within max_bytes is kept";
+    // Either way a second free is a double free.
+    EXPECT_EQ(mcshm_cache_free(c, big), MCSHM_ERR_DOUBLE_FREE);
+    EXPECT_EQ(mcshm_cache_free(c, small), MCSHM_ERR_DOUBLE_FREE);
+    EXPECT_EQ(mcshm_pool_free(pool, big), MCSHM_ERR_DOUBLE_FREE);
+    EXPECT_EQ(live_blocks(pool), 1u);
+    mcshm_cache_destroy(c);
+    cg.c = nullptr;
+    EXPECT_EQ(live_blocks(pool), 0u);
+}
+
+TEST(CApi, ThreadCacheDoubleFree) {
+    mcshm_pool* pool = make_pool(unique_name());
+    ASSERT_NE(pool, nullptr);
+    PoolGuard g{pool};
+    mcshm_cache* c = nullptr;
+    ASSERT_EQ(mcshm_cache_create(pool, 0, &c), MCSHM_OK);
+    CacheGuard cg{c};
+    uint64_t a = 0;
+    ASSERT_EQ(mcshm_cache_alloc(c, 256, 0, &a), MCSHM_OK);
+    EXPECT_EQ(mcshm_cache_free(c, a), MCSHM_OK);
+    EXPECT_EQ(mcshm_cache_free(c, a), MCSHM_ERR_DOUBLE_FREE);
+    EXPECT_EQ(mcshm_cache_free(c, a), MCSHM_ERR_DOUBLE_FREE);
+    // The failed frees changed nothing: the block comes back once, then is new.
+    uint64_t x = 0, y = 0;
+    ASSERT_EQ(mcshm_cache_alloc(c, 256, 0, &x), MCSHM_OK);
+    EXPECT_EQ(x, a);
+    ASSERT_EQ(mcshm_cache_alloc(c, 256, 0, &y), MCSHM_OK);
+    EXPECT_NE(y, a);
+    EXPECT_EQ(mcshm_cache_free(c, x), MCSHM_OK);
+    EXPECT_EQ(mcshm_cache_free(c, y), MCSHM_OK);
+    EXPECT_EQ(mcshm_cache_flush(c), MCSHM_OK);
+    EXPECT_EQ(live_blocks(pool), 0u);
+    // After the flush the block is free in the pool: a double free there too.
+    EXPECT_EQ(mcshm_cache_free(c, a), MCSHM_ERR_DOUBLE_FREE);
+}
+
+TEST(CApi, ThreadCachePoolFreeOfCacheBlockIsCacheOwned) {
+    mcshm_pool* pool = make_pool(unique_name());
+    ASSERT_NE(pool, nullptr);
+    PoolGuard g{pool};
+    mcshm_cache* c = nullptr;
+    ASSERT_EQ(mcshm_cache_create(pool, 0, &c), MCSHM_OK);
+    CacheGuard cg{c};
+    uint64_t a = 0, kept = 0;
+    ASSERT_EQ(mcshm_cache_alloc(c, 4096, 0, &a), MCSHM_OK);
+    ASSERT_EQ(mcshm_cache_alloc(c, 512, 0, &kept), MCSHM_OK);
+    ASSERT_EQ(mcshm_cache_free(c, kept), MCSHM_OK);
+    void* pa = nullptr;
+    ASSERT_EQ(mcshm_pool_ptr(pool, a, 4096, &pa), MCSHM_OK);
+    mcshm_test::fill_pattern(pa, 4096, 3);
+
+    // Handed out or kept: the pool refuses it and changes nothing.
+    EXPECT_EQ(mcshm_pool_free(pool, a), MCSHM_ERR_CACHE_OWNED);
+    EXPECT_EQ(mcshm_pool_free(pool, kept), MCSHM_ERR_CACHE_OWNED);
+    EXPECT_EQ(live_blocks(pool), 2u);
+    uint64_t other = 0;
+    ASSERT_EQ(mcshm_pool_alloc(pool, 4096, 0, &other), MCSHM_OK);
+    EXPECT_NE(other, a) << "a refused free must not free";
+    EXPECT_EQ(mcshm_pool_free(pool, other), MCSHM_OK);
+
+    // Still the cache's: usable, and freed through it.
+    EXPECT_TRUE(mcshm_test::check_pattern(pa, 4096, 3));
+    std::memset(pa, 0, 4096);
+    uint64_t again = 0;
+    ASSERT_EQ(mcshm_cache_alloc(c, 512, 0, &again), MCSHM_OK);
+    EXPECT_EQ(again, kept);
+    EXPECT_EQ(mcshm_cache_free(c, a), MCSHM_OK);
+    EXPECT_EQ(mcshm_cache_free(c, kept), MCSHM_OK);
+    EXPECT_EQ(mcshm_cache_flush(c), MCSHM_OK);
+    EXPECT_EQ(live_blocks(pool), 0u);
+}
+
+TEST(CApi, ThreadCacheFreesOrdinaryPoolBlock) {
+    mcshm_pool* pool = make_pool(unique_name());
+    ASSERT_NE(pool, nullptr);
+    PoolGuard g{pool};
+    mcshm_cache* c = nullptr;
+    ASSERT_EQ(mcshm_cache_create(pool, 0, &c), MCSHM_OK);
+    CacheGuard cg{c};
+    uint64_t b = 0;
+    ASSERT_EQ(mcshm_pool_alloc(pool, 2048, 0, &b), MCSHM_OK);
+    EXPECT_EQ(live_blocks(pool), 1u);
+    EXPECT_EQ(mcshm_cache_free(c, b), MCSHM_OK);
+    EXPECT_EQ(live_blocks(pool), 0u) << "passed on to the pool, not kept";
+    EXPECT_EQ(mcshm_cache_free(c, b), MCSHM_ERR_DOUBLE_FREE);
+    EXPECT_EQ(mcshm_pool_free(pool, b), MCSHM_ERR_DOUBLE_FREE);
+}
+
+TEST(CApi, ThreadCacheBlockOfAnotherCacheIsCacheOwned) {
+    mcshm_pool* pool = make_pool(unique_name());
+    ASSERT_NE(pool, nullptr);
+    PoolGuard g{pool};
+    mcshm_cache *ca = nullptr, *cb = nullptr;
+    ASSERT_EQ(mcshm_cache_create(pool, 0, &ca), MCSHM_OK);
+    CacheGuard ga{ca};
+    ASSERT_EQ(mcshm_cache_create(pool, 0, &cb), MCSHM_OK);
+    CacheGuard gb{cb};
+    uint64_t a = 0, kept = 0;
+    ASSERT_EQ(mcshm_cache_alloc(ca, 256, 0, &a), MCSHM_OK);
+    ASSERT_EQ(mcshm_cache_alloc(ca, 128, 0, &kept), MCSHM_OK);
+    ASSERT_EQ(mcshm_cache_free(ca, kept), MCSHM_OK);
+    EXPECT_EQ(mcshm_cache_free(cb, a), MCSHM_ERR_CACHE_OWNED);
+    EXPECT_EQ(mcshm_cache_free(cb, kept), MCSHM_ERR_CACHE_OWNED);
+    EXPECT_EQ(live_blocks(pool), 2u);
+    EXPECT_EQ(mcshm_cache_free(ca, a), MCSHM_OK);
+    uint64_t again = 0;
+    ASSERT_EQ(mcshm_cache_alloc(ca, 128, 0, &again), MCSHM_OK);
+    EXPECT_EQ(again, kept);
+    EXPECT_EQ(mcshm_cache_free(ca, kept), MCSHM_OK);
+    // Once cache A is gone, its blocks are plain pool blocks again.
+    mcshm_cache_destroy(ca);
+    ga.c = nullptr;
+    EXPECT_EQ(live_blocks(pool), 0u);
+}
+
+TEST(CApi, ThreadCacheWrongThread) {
+    mcshm_pool* pool = make_pool(unique_name());
+    ASSERT_NE(pool, nullptr);
+    PoolGuard g{pool};
+    mcshm_cache* c = nullptr;
+    ASSERT_EQ(mcshm_cache_create(pool, 0, &c), MCSHM_OK);
+    uint64_t a = 0, kept = 0, plain = 0;
+    ASSERT_EQ(mcshm_cache_alloc(c, 256, 0, &a), MCSHM_OK);
+    ASSERT_EQ(mcshm_cache_alloc(c, 512, 0, &kept), MCSHM_OK);
+    ASSERT_EQ(mcshm_cache_free(c, kept), MCSHM_OK);
+    ASSERT_EQ(mcshm_pool_alloc(pool, 1024, 0, &plain), MCSHM_OK);
+
+    // Another thread: every call fails and changes nothing, even those the
+    // cache could serve from its kept blocks.
+    int rc_alloc = -1, rc_alloc_kept = -1, rc_free = -1, rc_free_kept = -1, rc_free_plain = -1,
+        rc_flush = -1, rc_bad = -1;
+    uint64_t off = 12345;
+    std::thread([&] {
+        rc_alloc = mcshm_cache_alloc(c, 256, 0, &off);
+        rc_alloc_kept = mcshm_cache_alloc(c, 512, 0, &off);
+        rc_free = mcshm_cache_free(c, a);
+        rc_free_kept = mcshm_cache_free(c, kept);
+        rc_free_plain = mcshm_cache_free(c, plain);
+        rc_flush = mcshm_cache_flush(c);
+        rc_bad = mcshm_cache_alloc(c, 0, 0, &off);
+    }).join();
+    EXPECT_EQ(rc_alloc, MCSHM_ERR_WRONG_THREAD);
+    EXPECT_EQ(rc_alloc_kept, MCSHM_ERR_WRONG_THREAD);
+    EXPECT_EQ(rc_free, MCSHM_ERR_WRONG_THREAD);
+    EXPECT_EQ(rc_free_kept, MCSHM_ERR_WRONG_THREAD);
+    EXPECT_EQ(rc_free_plain, MCSHM_ERR_WRONG_THREAD);
+    EXPECT_EQ(rc_flush, MCSHM_ERR_WRONG_THREAD);
+    EXPECT_EQ(rc_bad, MCSHM_ERR_WRONG_THREAD);
+    EXPECT_EQ(off, 12345u) << "a refused alloc must not write its out-parameter";
+    EXPECT_EQ(live_blocks(pool), 3u);
+
+    // The creating thread still has its cache as it was.
+    uint64_t again = 0;
+    ASSERT_EQ(mcshm_cache_alloc(c, 512, 0, &again), MCSHM_OK);
+    EXPECT_EQ(again, kept) << "the other thread's flush must not have flushed";
+    EXPECT_EQ(mcshm_cache_free(c, plain), MCSHM_OK);
+    EXPECT_EQ(live_blocks(pool), 2u);
+
+    // A cache created on another thread is that thread's.
+    mcshm_cache* theirs = nullptr;
+    uint64_t tb = 0;
+    int rc_create = -1, rc_talloc = -1;
+    std::thread([&] {
+        rc_create = mcshm_cache_create(pool, 0, &theirs);
+        if (rc_create == MCSHM_OK) rc_talloc = mcshm_cache_alloc(theirs, 128, 0, &tb);
+    }).join();
+    ASSERT_EQ(rc_create, MCSHM_OK);
+    ASSERT_EQ(rc_talloc, MCSHM_OK);
+    EXPECT_EQ(mcshm_cache_alloc(theirs, 128, 0, &off), MCSHM_ERR_WRONG_THREAD);
+    EXPECT_EQ(mcshm_cache_free(theirs, tb), MCSHM_ERR_WRONG_THREAD);
+    EXPECT_EQ(mcshm_cache_flush(theirs), MCSHM_ERR_WRONG_THREAD);
+    EXPECT_EQ(mcshm_pool_free(pool, tb), MCSHM_ERR_CACHE_OWNED);
+    mcshm_cache_destroy(theirs);  // from a thread other than its creator
+    EXPECT_EQ(mcshm_pool_free(pool, tb), MCSHM_OK);
+
+    // Destroying from another thread works; its handed-out blocks become plain.
+    std::thread([c] { mcshm_cache_destroy(c); }).join();
+    EXPECT_EQ(mcshm_pool_free(pool, a), MCSHM_OK);
+    EXPECT_EQ(mcshm_pool_free(pool, kept), MCSHM_OK);
+    EXPECT_EQ(live_blocks(pool), 0u);
+}
+
+TEST(CApi, ThreadCacheNullAndBadArguments) {
+    mcshm_cache* out = nullptr;
+    EXPECT_EQ(mcshm_cache_create(nullptr, 0, &out), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(out, nullptr);
+    uint64_t off = 0;
+    EXPECT_EQ(mcshm_cache_alloc(nullptr, 64, 0, &off), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(mcshm_cache_free(nullptr, 4096), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(mcshm_cache_flush(nullptr), MCSHM_ERR_NULL_ARGUMENT);
+    mcshm_cache_destroy(nullptr);  // no-op
+
+    mcshm_pool* pool = make_pool(unique_name());
+    ASSERT_NE(pool, nullptr);
+    PoolGuard g{pool};
+    EXPECT_EQ(mcshm_cache_create(pool, 0, nullptr), MCSHM_ERR_NULL_ARGUMENT);
+    alignas(8) unsigned char buf[32];
+    EXPECT_EQ(mcshm_cache_create(pool, 0, reinterpret_cast<mcshm_cache**>(buf + 1)),
+              MCSHM_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(live_blocks(pool), 0u);
+
+    mcshm_cache* c = nullptr;
+    ASSERT_EQ(mcshm_cache_create(pool, 0, &c), MCSHM_OK);
+    CacheGuard cg{c};
+    EXPECT_EQ(mcshm_cache_alloc(c, 64, 0, nullptr), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(mcshm_cache_alloc(c, 64, 0, reinterpret_cast<uint64_t*>(buf + 1)),
+              MCSHM_ERR_INVALID_ARGUMENT);
+    // Also with a kept block that would serve the request.
+    ASSERT_EQ(mcshm_cache_alloc(c, 64, 0, &off), MCSHM_OK);
+    ASSERT_EQ(mcshm_cache_free(c, off), MCSHM_OK);
+    EXPECT_EQ(mcshm_cache_alloc(c, 64, 0, nullptr), MCSHM_ERR_NULL_ARGUMENT);
+    uint64_t again = 0;
+    ASSERT_EQ(mcshm_cache_alloc(c, 64, 0, &again), MCSHM_OK);
+    EXPECT_EQ(again, off) << "the failed alloc must not have taken the kept block";
+    EXPECT_EQ(mcshm_cache_free(c, again), MCSHM_OK);
+}
+
+TEST(CApi, ThreadCacheOfPeerIsNotOwner) {
+    const std::string name = unique_name();
+    mcshm_pool* pool = make_pool(name);
+    ASSERT_NE(pool, nullptr);
+    PoolGuard g{pool};
+    mcshm_pool* peer = nullptr;
+    ASSERT_EQ(mcshm_pool_open(name.c_str(), nullptr, &peer), MCSHM_OK);
+    PoolGuard gp{peer};
+    mcshm_cache* c = nullptr;
+    EXPECT_EQ(mcshm_cache_create(peer, 0, &c), MCSHM_ERR_NOT_OWNER);
+    EXPECT_EQ(c, nullptr);
+    // The failed create took no reference: destroying the peer only unmaps.
+    mcshm_pool_destroy(peer);
+    gp.p = nullptr;
+    EXPECT_TRUE(mcshm_test::shm_exists(name));
+    mcshm_pool_destroy(pool);
+    g.p = nullptr;
+    EXPECT_FALSE(mcshm_test::shm_exists(name));
+}
+
+TEST(CApi, ThreadCacheOutlivesPoolHandle) {
+    const std::string name = unique_name();
+    mcshm_pool* pool = make_pool(name);
+    ASSERT_NE(pool, nullptr);
+    void* base = nullptr;
+    uint64_t len = 0;
+    ASSERT_EQ(mcshm_pool_mapping(pool, &base, &len), MCSHM_OK);
+    mcshm_cache *c1 = nullptr, *c2 = nullptr;
+    ASSERT_EQ(mcshm_cache_create(pool, 0, &c1), MCSHM_OK);
+    ASSERT_EQ(mcshm_cache_create(pool, 0, &c2), MCSHM_OK);
+    uint64_t a = 0, kept = 0;
+    ASSERT_EQ(mcshm_cache_alloc(c1, 4096, 0, &a), MCSHM_OK);
+    ASSERT_EQ(mcshm_cache_alloc(c1, 512, 0, &kept), MCSHM_OK);
+    ASSERT_EQ(mcshm_cache_free(c1, kept), MCSHM_OK);
+
+    // Legal: the pool is really released only with its last cache.
+    mcshm_pool_destroy(pool);
+    EXPECT_TRUE(mcshm_test::shm_exists(name)) << "the caches keep the pool";
+
+    mcshm_test::fill_pattern(static_cast<char*>(base) + a, 4096, 9);  // still mapped
+    uint64_t again = 0, b = 0;
+    ASSERT_EQ(mcshm_cache_alloc(c1, 512, 0, &again), MCSHM_OK);
+    EXPECT_EQ(again, kept);
+    ASSERT_EQ(mcshm_cache_alloc(c1, 8192, 0, &b), MCSHM_OK);
+    EXPECT_LE(b + 8192, len);
+    std::memset(static_cast<char*>(base) + b, 0x77, 8192);
+    EXPECT_EQ(mcshm_cache_free(c1, b), MCSHM_OK);
+    EXPECT_EQ(mcshm_cache_free(c2, a), MCSHM_ERR_CACHE_OWNED);
+    EXPECT_EQ(mcshm_cache_free(c1, kept), MCSHM_OK);
+    EXPECT_EQ(mcshm_cache_flush(c1), MCSHM_OK);
+    EXPECT_TRUE(mcshm_test::check_pattern(static_cast<char*>(base) + a, 4096, 9));
+
+    mcshm_cache_destroy(c1);  // `a` still handed out: dropped with the pool
+    EXPECT_TRUE(mcshm_test::shm_exists(name)) << "c2 still keeps the pool";
+    uint64_t c2b = 0;
+    ASSERT_EQ(mcshm_cache_alloc(c2, 128, 0, &c2b), MCSHM_OK);
+    EXPECT_EQ(mcshm_cache_free(c2, a), MCSHM_OK) << "a plain block now, passed to the pool";
+    mcshm_cache_destroy(c2);
+    EXPECT_FALSE(mcshm_test::shm_exists(name)) << "the last cache releases and unlinks";
+}
+
+TEST(CApi, ThreadCacheStatsAndDestroy) {
+    mcshm_pool* pool = make_pool(unique_name());
+    ASSERT_NE(pool, nullptr);
+    PoolGuard g{pool};
+    mcshm_cache* c = nullptr;
+    ASSERT_EQ(mcshm_cache_create(pool, 0, &c), MCSHM_OK);
+    CacheGuard cg{c};
+    uint64_t plain = 0;
+    ASSERT_EQ(mcshm_pool_alloc(pool, 300, 0, &plain), MCSHM_OK);
+    std::vector<uint64_t> out;
+    for (uint64_t sz : {64u, 200u, 4096u, 10000u, 64u, 777u}) {
+        uint64_t o = 0;
+        ASSERT_EQ(mcshm_cache_alloc(c, sz, 0, &o), MCSHM_OK) << sz;
+        out.push_back(o);
+    }
+    mcshm_pool_stats st;
+    ASSERT_EQ(mcshm_pool_stats_get(pool, &st), MCSHM_OK);
+    EXPECT_EQ(st.live, 7u);
+    EXPECT_GE(st.in_use, 300u + 64u + 200u + 4096u + 10000u + 64u + 777u);
+    EXPECT_EQ(st.in_use + st.free, st.capacity);
+
+    // Three freed through the cache: kept, so still live and in use.
+    for (int i = 0; i < 3; ++i) ASSERT_EQ(mcshm_cache_free(c, out[i]), MCSHM_OK);
+    const uint64_t in_use_before = st.in_use;
+    ASSERT_EQ(mcshm_pool_stats_get(pool, &st), MCSHM_OK);
+    EXPECT_EQ(st.live, 7u);
+    EXPECT_EQ(st.in_use, in_use_before);
+    // After a flush only the handed-out ones (and the plain one).
+    ASSERT_EQ(mcshm_cache_flush(c), MCSHM_OK);
+    ASSERT_EQ(mcshm_pool_stats_get(pool, &st), MCSHM_OK);
+    EXPECT_EQ(st.live, 4u);
+    EXPECT_LT(st.in_use, in_use_before);
+
+    // Keep one more, then destroy: kept blocks go back, handed-out ones stay live...
+    ASSERT_EQ(mcshm_cache_free(c, out[3]), MCSHM_OK);
+    EXPECT_EQ(live_blocks(pool), 4u);
+    EXPECT_EQ(mcshm_pool_free(pool, out[4]), MCSHM_ERR_CACHE_OWNED);
+    mcshm_cache_destroy(c);
+    cg.c = nullptr;
+    EXPECT_EQ(live_blocks(pool), 3u);
+    // ...as ordinary pool blocks.
+    EXPECT_EQ(mcshm_pool_free(pool, out[3]), MCSHM_ERR_DOUBLE_FREE);
+    EXPECT_EQ(mcshm_pool_free(pool, out[4]), MCSHM_OK);
+    EXPECT_EQ(mcshm_pool_free(pool, out[5]), MCSHM_OK);
+    EXPECT_EQ(mcshm_pool_free(pool, plain), MCSHM_OK);
+    ASSERT_EQ(mcshm_pool_stats_get(pool, &st), MCSHM_OK);
+    EXPECT_EQ(st.live, 0u);
+    EXPECT_EQ(st.in_use, 0u);
+    EXPECT_EQ(st.largest_free, kCap);
 }
 
 // ---- table through C -------------------------------------------------------

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -26,6 +27,12 @@ static_assert(std::is_nothrow_move_constructible_v<ms::Allocation>);
 static_assert(std::is_nothrow_move_assignable_v<ms::Allocation>);
 static_assert(!std::is_copy_constructible_v<ms::Table>);
 static_assert(std::is_nothrow_move_constructible_v<ms::Table>);
+static_assert(!std::is_copy_constructible_v<ms::ThreadCache>);
+static_assert(!std::is_copy_assignable_v<ms::ThreadCache>);
+static_assert(std::is_nothrow_move_constructible_v<ms::ThreadCache>);
+static_assert(std::is_nothrow_move_assignable_v<ms::ThreadCache>);
+static_assert(std::is_nothrow_default_constructible_v<ms::ThreadCache>);
+static_assert(ms::kLastErrorCode == MCSHM_ERR_WRONG_THREAD);
 static_assert(std::is_base_of_v<std::runtime_error, ms::Error>);
 
 ms::PoolOptions small() {
@@ -266,6 +273,118 @@ TEST(Wrapper, PoolInADirectory) {
     EXPECT_NE(::access((dir + "/" + name).c_str(), F_OK), 0) << "owner unlinks in its dir";
     ::unlink((dir + "/" + name).c_str());
     ::rmdir(dir.c_str());
+}
+
+// ---- ThreadCache -----------------------------------------------------------
+
+TEST(ThreadCacheWrapper, AllocFreeReuseAndRaiiDestroy) {
+    const std::string name = unique_name();
+    ms::Pool pool = ms::Pool::create(name, small());
+    uint64_t handed_out = 0;
+    {
+        ms::ThreadCache cache = ms::ThreadCache::create(pool);
+        ASSERT_TRUE(cache);
+        const uint64_t a = cache.alloc(4096, 64);
+        EXPECT_EQ(a % 64, 0u);
+        std::memset(pool.ptr(a, 4096), 0x11, 4096);
+        cache.free(a);
+        EXPECT_EQ(pool.stats().live, 1u) << "a kept block counts as live";
+        EXPECT_EQ(cache.alloc(4096), a) << "the kept block comes back";
+        expect_error(MCSHM_ERR_CACHE_OWNED, [&] { pool.free(a); });
+        EXPECT_EQ(pool.try_free(a), MCSHM_ERR_CACHE_OWNED);
+        cache.free(a);
+        expect_error(MCSHM_ERR_DOUBLE_FREE, [&] { cache.free(a); });
+        EXPECT_EQ(cache.try_free(a), MCSHM_ERR_DOUBLE_FREE);
+        expect_error(MCSHM_ERR_ZERO_SIZE, [&] { (void)cache.alloc(0); });
+        expect_error(MCSHM_ERR_BAD_ALIGNMENT, [&] { (void)cache.alloc(64, 3); });
+        uint64_t off = 0;
+        EXPECT_EQ(cache.try_alloc(2 << 20, 0, &off), MCSHM_ERR_TOO_LARGE);
+
+        // An ordinary block of the pool is passed on.
+        ms::Allocation plain = pool.alloc(100);
+        cache.free(plain.release());
+        EXPECT_EQ(pool.stats().live, 1u);
+
+        cache.flush();
+        EXPECT_EQ(cache.try_flush(), MCSHM_OK);
+        EXPECT_EQ(pool.stats().live, 0u);
+        const uint64_t k = cache.alloc(512);
+        cache.free(k);  // kept at destruction
+        handed_out = cache.alloc(256);
+        EXPECT_EQ(pool.stats().live, 2u);
+    }
+    // ~ThreadCache: the kept block went back, the handed-out one is plain.
+    EXPECT_EQ(pool.stats().live, 1u);
+    pool.free(handed_out);
+    EXPECT_EQ(pool.stats().live, 0u);
+    EXPECT_EQ(pool.stats().in_use, 0u);
+
+    // Peers and empty pools have no cache; a failed try_create leaves `out` as it was.
+    ms::Pool peer = ms::Pool::open(name);
+    expect_error(MCSHM_ERR_NOT_OWNER, [&] { ms::ThreadCache::create(peer); });
+    ms::ThreadCache keep = ms::ThreadCache::create(pool, 4096);
+    mcshm_cache* raw = keep.get();
+    EXPECT_EQ(ms::ThreadCache::try_create(peer, 0, keep), MCSHM_ERR_NOT_OWNER);
+    EXPECT_EQ(ms::ThreadCache::try_create(ms::Pool(), 0, keep), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(keep.get(), raw);
+    ms::ThreadCache empty;
+    EXPECT_FALSE(empty);
+    expect_error(MCSHM_ERR_NULL_ARGUMENT, [&] { (void)empty.alloc(64); });
+    EXPECT_EQ(empty.try_free(4096), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(empty.try_flush(), MCSHM_ERR_NULL_ARGUMENT);
+}
+
+TEST(ThreadCacheWrapper, WrongThreadMoveAndOutlivingThePool) {
+    const std::string name = unique_name();
+    ms::Pool pool = ms::Pool::create(name, small());
+    ms::ThreadCache cache = ms::ThreadCache::create(pool);
+    const uint64_t a = cache.alloc(128);
+
+    int thrown = -1, rc_alloc = -1, rc_free = -1, rc_flush = -1;
+    std::thread([&] {
+        try {
+            (void)cache.alloc(64);
+        } catch (const ms::Error& e) {
+            thrown = e.code();
+        }
+        uint64_t off = 0;
+        rc_alloc = cache.try_alloc(64, 0, &off);
+        rc_free = cache.try_free(a);
+        rc_flush = cache.try_flush();
+    }).join();
+    EXPECT_EQ(thrown, MCSHM_ERR_WRONG_THREAD);
+    EXPECT_EQ(rc_alloc, MCSHM_ERR_WRONG_THREAD);
+    EXPECT_EQ(rc_free, MCSHM_ERR_WRONG_THREAD);
+    EXPECT_EQ(rc_flush, MCSHM_ERR_WRONG_THREAD);
+    EXPECT_EQ(pool.stats().live, 1u);
+
+    // Moves keep the C handle (and its thread).
+    mcshm_cache* raw = cache.get();
+    ms::ThreadCache moved(std::move(cache));
+    EXPECT_FALSE(cache);  // NOLINT(bugprone-use-after-move)
+    EXPECT_EQ(moved.get(), raw);
+    moved.free(a);
+    EXPECT_EQ(moved.alloc(128), a);
+    ms::ThreadCache other = ms::ThreadCache::create(pool);
+    const uint64_t b = other.alloc(64);
+    other.free(b);  // kept
+    EXPECT_EQ(pool.stats().live, 2u);
+    other = std::move(moved);  // destroys other's cache (b goes back), takes moved's
+    EXPECT_EQ(pool.stats().live, 1u);
+    other.free(a);
+
+    // Destroyed on another thread; the pool object may go first.
+    ms::ThreadCache last = ms::ThreadCache::create(pool);
+    const uint64_t c = last.alloc(256);
+    std::thread([t = std::move(other)]() mutable { t.reset(); }).join();
+    EXPECT_EQ(pool.stats().live, 1u);
+    pool.reset();
+    EXPECT_TRUE(shm_exists(name)) << "the cache keeps the pool";
+    last.free(c);
+    EXPECT_EQ(last.alloc(256), c);
+    last.reset();
+    EXPECT_FALSE(shm_exists(name)) << "released with its last cache";
+    last.reset();  // idempotent
 }
 
 // ---- Table -----------------------------------------------------------------

@@ -16,5 +16,15 @@ int mooncake_shm_noexcept_check(const char* name) {
     if (rc != MCSHM_OK) return rc;
     uint64_t a = reinterpret_cast<uintptr_t>(b.addr);
     (void)ad.relocate(a, 1, 0);
+    mooncake::shm::ThreadCache cache;
+    rc = mooncake::shm::ThreadCache::try_create(pool, 0, cache);
+    if (rc != MCSHM_OK) return rc;
+    uint64_t c = 0;
+    rc = cache.try_alloc(64, 0, &c);
+    if (rc != MCSHM_OK) return rc;
+    rc = cache.try_free(c);
+    if (rc != MCSHM_OK) return rc;
+    rc = cache.try_flush();
+    if (rc != MCSHM_OK) return rc;
     return pool.try_free(off);
 }

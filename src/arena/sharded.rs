@@ -312,6 +312,24 @@ impl<S: ArenaStorage> ShardedArena<S> {
         self.shard(k).free(offset - self.start(k))
     }
 
+    /// As [`Arena::set_owned`], in the shard that holds `offset`.
+    pub fn set_owned(&self, offset: u64, owned: bool) -> Result<()> {
+        if offset >= self.capacity {
+            return Err(Error::InvalidOffset);
+        }
+        let k = self.route(offset);
+        self.shard(k).set_owned(offset - self.start(k), owned)
+    }
+
+    /// As [`Arena::free_owned`], in the shard that holds `offset`.
+    pub fn free_owned(&self, offset: u64) -> Result<()> {
+        if offset >= self.capacity {
+            return Err(Error::InvalidOffset);
+        }
+        let k = self.route(offset);
+        self.shard(k).free_owned(offset - self.start(k))
+    }
+
     /// As [`Arena::usable_size`].
     pub fn usable_size(&self, offset: u64) -> Result<u64> {
         if offset >= self.capacity {
