@@ -6,6 +6,7 @@
 //! Groups:
 //! - `alloc_free/<impl>/<size>`: one allocation immediately freed, for 4 KiB,
 //!   64 KiB, 1 MiB and a random sequence over 4 KiB..=1 MiB (`random`).
+//!   `cache` goes through a [`ThreadCache`] of the arena (no lock).
 //! - `churn64/<impl>`: 64 live blocks of random sizes; one op frees a random
 //!   live block and allocates a new random size in its place.
 //! - `threads/<impl>/<n>`: `n` threads (1 or 2) each doing alloc+free pairs
@@ -18,7 +19,7 @@ mod common;
 
 use common::{random_sizes, unique_name, vec_arena, MAX_SIZE};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use mooncake_shm::arena::{Arena, ArenaSlot, ShardedArena};
+use mooncake_shm::arena::{Arena, ArenaSlot, ShardedArena, ThreadCache};
 use mooncake_shm::pool::{Pool, PoolOptions};
 use mooncake_shm::segment::{Segment, SegmentOptions};
 use std::hint::black_box;
@@ -96,6 +97,17 @@ fn alloc_free(c: &mut Criterion) {
             })
         });
 
+        g.bench_with_input(BenchmarkId::new("cache", &label), &sizes, |b, sizes| {
+            let mut cache = ThreadCache::new(&arena, CAPACITY);
+            let mut i = 0usize;
+            b.iter(|| {
+                let s = sizes[i % SEQ];
+                i += 1;
+                let off = cache.alloc(black_box(s), ALIGN).unwrap();
+                cache.free(black_box(off)).unwrap();
+            })
+        });
+
         g.bench_with_input(BenchmarkId::new("pool", &label), &sizes, |b, sizes| {
             let mut i = 0usize;
             b.iter(|| {
@@ -160,6 +172,27 @@ fn churn(c: &mut Criterion) {
         });
         for off in live {
             arena.free(off).unwrap();
+        }
+    }
+
+    {
+        let arena = vec_arena(CAPACITY, 1024);
+        let mut cache = ThreadCache::new(&arena, CAPACITY);
+        let mut live: Vec<u64> = (0..CHURN_LIVE)
+            .map(|k| cache.alloc(sizes[k], ALIGN).unwrap())
+            .collect();
+        g.bench_function("cache", |b| {
+            let mut i = 0usize;
+            b.iter(|| {
+                let v = victims[i % SEQ];
+                let s = sizes[i % SEQ];
+                i += 1;
+                cache.free(live[v]).unwrap();
+                live[v] = cache.alloc(black_box(s), ALIGN).unwrap();
+            })
+        });
+        for off in live {
+            cache.free(off).unwrap();
         }
     }
 

@@ -27,8 +27,8 @@
 //! theirs until they flush or drop.
 
 use super::{
-    checked_request, class_of, class_search, request, Arena, ArenaStorage, ShardedArena, CLASSES,
-    MAX_CAPACITY,
+    checked_request, class_ceil, class_of, class_search, request, Arena, ArenaStorage,
+    ShardedArena, CLASSES, MAX_CAPACITY,
 };
 use crate::{Error, Result};
 
@@ -163,23 +163,15 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     }
 
     /// Allocates from the kept blocks only: `None`, changing nothing, if
-    /// none serves the request (or the request is invalid). As the arena's
-    /// quick slots: the request's own class if its top block is large
-    /// enough, else the next class, all of whose blocks are. No calls, no
+    /// none serves the request (or the request is invalid). Every owned
+    /// block is the smallest size of its class (see [`alloc`](Self::alloc)),
+    /// so the top block of [`class_search`]`(request)`, if any, holds the
+    /// request: one stack to look at, no size to compare. No calls, no
     /// panics.
     #[inline(always)]
     pub(crate) fn alloc_kept(&mut self, size: u64, align: u64) -> Option<u64> {
         let (rsize, align) = checked_request(size, align, MAX_CAPACITY)?;
-        // The choice of class is a select, not a branch: whether the own
-        // class serves a request of mixed sizes is a coin toss for the
-        // predictor (in the allocation benchmark's pairs a branch here
-        // mispredicted 0.9 times per pair, the select 0.4). An empty
-        // stack's NONE reads the last block entry, harmlessly (`blk` masks).
-        let own = class_of(rsize);
-        let fits = self.blk(self.heads[own]).size >= rsize && self.heads[own] != NONE;
-        let search = class_search(rsize);
-        // (Both are classes: the mask only spares `heads` its bounds check.)
-        let c = (search ^ ((own ^ search) & (fits as usize).wrapping_neg())) & (CLASSES - 1);
+        let c = class_search(rsize);
         let b = self.heads[c];
         if b == NONE {
             return None;
@@ -187,7 +179,8 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         let Block {
             offset, size, next, ..
         } = *self.blk(b);
-        if offset & (align - 1) != 0 || size < rsize {
+        debug_assert!(size >= rsize);
+        if offset & (align - 1) != 0 {
             return None;
         }
         self.heads[c] = next;
@@ -224,6 +217,11 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     /// serves, else a new owned block from the source (giving a kept one
     /// back first if every entry is in use). As
     /// [`Arena::alloc`](Arena::alloc) otherwise, errors included.
+    ///
+    /// A new owned block has the smallest size of the request's
+    /// [`class_search`] class (at most 1/32 more than asked, as a block
+    /// from the arena's quick slots may be), so that once freed it serves
+    /// every request of that class.
     pub fn alloc(&mut self, size: u64, align: u64) -> Result<u64> {
         if let Some(off) = self.alloc_kept(size, align) {
             return Ok(off);
@@ -232,21 +230,36 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         if self.owned == CACHE_BLOCKS {
             self.give_back_one()?;
         }
-        let off = match self.src.alloc(size, align) {
-            Err(Error::Exhausted) if self.kept_bytes > 0 => {
-                self.flush()?;
-                self.src.alloc(size, align)?
-            }
-            r => r?,
-        };
         if self.owned == CACHE_BLOCKS {
             // Every entry is handed out: a plain block, freed by the source.
-            return Ok(off);
+            return self.alloc_from_source(size, align);
         }
+        let want = class_ceil(rsize);
+        debug_assert_eq!(class_of(want), class_search(rsize));
+        let off = match self.alloc_from_source(want, align) {
+            Ok(off) => off,
+            // The rounding did not fit: the exact size, as a plain block.
+            Err(Error::TooLarge | Error::Exhausted) if want > rsize => {
+                return self.alloc_from_source(size, align)
+            }
+            Err(e) => return Err(e),
+        };
         // Fails only if someone else freed `off` meanwhile (a wild free).
         self.src.set_owned(off, true)?;
-        self.track(off, rsize);
+        self.track(off, want);
         Ok(off)
+    }
+
+    /// The source's allocation, retried once after giving back the kept
+    /// blocks if it found the source exhausted.
+    fn alloc_from_source(&mut self, size: u64, align: u64) -> Result<u64> {
+        match self.src.alloc(size, align) {
+            Err(Error::Exhausted) if self.kept_bytes > 0 => {
+                self.flush()?;
+                self.src.alloc(size, align)
+            }
+            r => r,
+        }
     }
 
     /// Frees the block at `offset`: kept for reuse if the cache owns it and
@@ -428,6 +441,11 @@ impl<A: CacheSource + ?Sized> ThreadCache<'_, A> {
                 "block not in the table"
             );
             assert_eq!(blk.class as usize, class_of(blk.size));
+            assert_eq!(
+                blk.size,
+                class_ceil(blk.size),
+                "not a class's smallest size"
+            );
             if blk.kept {
                 kept.0 += 1;
                 kept.1 += blk.size;
