@@ -401,7 +401,7 @@ int32_t mcshm_pool_free(const struct mcshm_pool *pool, uint64_t offset);
  * Creates a thread cache of `pool` (an owner's) for the calling thread:
  * `mcshm_cache_alloc` and `mcshm_cache_free` then work without a lock from
  * this thread, and fail with `MCSHM_ERR_WRONG_THREAD` from any other. The
- * cache owns up to 256 blocks of the pool and keeps up to `max_bytes` (0: 64 MiB)
+ * cache owns up to 512 blocks of the pool and keeps up to `max_bytes` (0: 64 MiB)
  * of freed ones for reuse. (The check tells live threads apart; a thread
  * started after the creator has exited may be given its identity, and
  * with it the cache: destroy a cache when its thread is done.)

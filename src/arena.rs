@@ -1639,6 +1639,25 @@ impl<S: ArenaStorage> Arena<S> {
         })
     }
 
+    /// [`alloc`](Self::alloc) of a block owned by a [`ThreadCache`] from
+    /// the start (see [`set_owned`](Self::set_owned)), under one lock.
+    ///
+    /// # Errors
+    /// As [`alloc`](Self::alloc).
+    pub fn alloc_owned(&self, size: u64, align: u64) -> Result<u64> {
+        let (rsize, align) = request(size, align, self.capacity)?;
+        self.locked(|t| {
+            let off = alloc_result(t.alloc(rsize, align))?;
+            let pos = t.index_find(off);
+            debug_assert!(pos.is_some(), "an allocated block is indexed");
+            if let Some(pos) = pos {
+                let i = t.ent(pos).idx;
+                t.rec_mut(i).size |= OWNED_BIT;
+            }
+            Ok(off)
+        })
+    }
+
     /// Frees a block that a [`ThreadCache`] owns (see
     /// [`set_owned`](Self::set_owned)), under one lock.
     ///

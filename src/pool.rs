@@ -401,6 +401,13 @@ impl Pool {
         arena.set_owned(offset.wrapping_sub(Self::DATA_OFFSET), owned)
     }
 
+    /// As [`Arena::alloc_owned`](crate::arena::Arena::alloc_owned): the
+    /// offset from the mapping base. Owner only.
+    pub fn alloc_owned(&self, size: u64, align: u64) -> Result<u64> {
+        let arena = self.arena.as_ref().ok_or(Error::NotOwner)?;
+        Ok(arena.alloc_owned(size, align)? + Self::DATA_OFFSET)
+    }
+
     /// As [`Arena::free_owned`](crate::arena::Arena::free_owned), by the
     /// offset `alloc` returned. Owner only.
     pub fn free_owned(&self, offset: u64) -> Result<()> {
@@ -497,6 +504,9 @@ impl crate::arena::CacheSource for Pool {
     }
     fn free(&self, offset: u64) -> Result<()> {
         Pool::free(self, offset)
+    }
+    fn alloc_owned(&self, size: u64, align: u64) -> Result<u64> {
+        Pool::alloc_owned(self, size, align)
     }
     fn set_owned(&self, offset: u64, owned: bool) -> Result<()> {
         Pool::set_owned(self, offset, owned)

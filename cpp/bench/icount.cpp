@@ -11,7 +11,7 @@
 //   pair2     the same on a pool with two shards
 //   churn     free a random one of 64 live blocks, allocate another size
 //   churn2    the same on a pool with two shards
-//   cpair     pair through a thread cache (mcshm_cache_alloc/free) that may keep the whole pool
+//   cpair     pair through a thread cache (mcshm_cache_alloc/free)
 //   cchurn    churn through a thread cache
 //   relocate  mcshm_table_relocate over 100 ranges of 64 MiB
 //   resolve   mcshm_table_resolve over 100 segments of 64 MiB
@@ -110,7 +110,7 @@ int allocCase(const std::string& c, long ops) {
   int32_t bad = MCSHM_OK;
   if (c == "cpair" || c == "cchurn") {
     mcshm_cache* cache = nullptr;
-    rc = mcshm_cache_create(p, o.capacity, &cache);  // as shm_allocation_bench
+    rc = mcshm_cache_create(p, 0, &cache);  // the default budget, as shm_allocation_bench
     if (rc == MCSHM_OK) {
       bad = allocLoops(
           churn, ops,

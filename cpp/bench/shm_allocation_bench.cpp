@@ -33,7 +33,7 @@ DEFINE_int32(churn_live, 64, "Live blocks kept by the churn case");
 DEFINE_uint64(arena_align, 64, "Alignment passed to mcshm_pool_alloc");
 DEFINE_uint64(cache_bytes, 0,
               "max_bytes of the thread cache timed in the cache rows (mcshm_cache_create; "
-              "0: the pool's capacity, as one thread owns the pool here)");
+              "0: the library's default, MCSHM_CACHE_DEFAULT_BYTES)");
 DEFINE_uint32(arena_shards, 1,
               "Shards of the arena's pool (mcshm_pool_options.shards): independently locked "
               "arenas, for threads that allocate at once; one thread pays more per call (0: 1)");
@@ -140,8 +140,8 @@ std::string timeChurn(std::size_t batches, std::size_t B, const std::function<ui
 }
 
 // Runs all arena measurements; returns "" or an error message.
-std::string runArena(mcshm_bench::Pool& pool, uint64_t capacity,
-                     const std::vector<uint64_t>& sizes, ArenaResult& out) {
+std::string runArena(mcshm_bench::Pool& pool, const std::vector<uint64_t>& sizes,
+                     ArenaResult& out) {
   const mcshm_pool* p = pool.get();
   const uint64_t align = FLAGS_arena_align;
   const std::size_t n = sizes.size();
@@ -194,7 +194,7 @@ std::string runArena(mcshm_bench::Pool& pool, uint64_t capacity,
   // 2 and 3 again through a thread cache of this thread (no lock).
   {
     mcshm_cache* cache = nullptr;
-    rc = mcshm_cache_create(p, FLAGS_cache_bytes != 0 ? FLAGS_cache_bytes : capacity, &cache);
+    rc = mcshm_cache_create(p, FLAGS_cache_bytes, &cache);
     if (rc != MCSHM_OK) return mcshm_bench::describeError("mcshm_cache_create", rc);
     auto cacheAlloc = [&](uint64_t size, uint64_t* off) {
       return mcshm_cache_alloc(cache, size, align, off);
@@ -405,7 +405,7 @@ int main(int argc, char** argv) {
     return finish(rep);
   }
   ArenaResult ar;
-  err = runArena(pool, capacity, sizes, ar);
+  err = runArena(pool, sizes, ar);
   pool.reset();
   if (!err.empty()) {
     rep.error("arena: " + err);

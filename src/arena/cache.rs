@@ -33,12 +33,12 @@ use super::{
 use crate::{Error, Result};
 
 /// Most blocks a [`ThreadCache`] owns at once, kept or handed out.
-pub const CACHE_BLOCKS: usize = 256;
+pub const CACHE_BLOCKS: usize = 512;
 /// An empty class stack or end of one (block indices are `< CACHE_BLOCKS`).
 const NONE: u16 = u16::MAX;
 /// log2 of the offset table's size: twice [`CACHE_BLOCKS`], so that linear
 /// probing stays short and always finds an empty entry.
-const TABLE_LOG2: u32 = 9;
+const TABLE_LOG2: u32 = 10;
 const TABLE: usize = 1 << TABLE_LOG2;
 const _: () =
     assert!(TABLE >= 2 * CACHE_BLOCKS && CACHE_BLOCKS % 64 == 0 && CACHE_BLOCKS < NONE as usize);
@@ -55,6 +55,8 @@ pub trait CacheSource {
     fn alloc(&self, size: u64, align: u64) -> Result<u64>;
     /// As [`Arena::free`](Arena::free).
     fn free(&self, offset: u64) -> Result<()>;
+    /// As [`Arena::alloc_owned`](Arena::alloc_owned).
+    fn alloc_owned(&self, size: u64, align: u64) -> Result<u64>;
     /// As [`Arena::set_owned`](Arena::set_owned).
     fn set_owned(&self, offset: u64, owned: bool) -> Result<()>;
     /// As [`Arena::free_owned`](Arena::free_owned).
@@ -95,6 +97,8 @@ pub struct ThreadCache<'a, A: CacheSource + ?Sized> {
     max_bytes: u64,
     kept_bytes: u64,
     used: [u64; USED_WORDS],
+    /// Where [`give_back_one`](Self::give_back_one) looks first.
+    cursor: u16,
     /// Owned blocks (a count of `used`).
     owned: usize,
     heads: [u16; CLASSES],
@@ -116,6 +120,7 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
             max_bytes,
             kept_bytes: 0,
             used: [0; USED_WORDS],
+            cursor: 0,
             owned: 0,
             heads: [NONE; CLASSES],
             table: [0; TABLE],
@@ -232,31 +237,37 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         }
         if self.owned == CACHE_BLOCKS {
             // Every entry is handed out: a plain block, freed by the source.
-            return self.alloc_from_source(size, align);
+            return self.alloc_from_source(size, align, false);
         }
         let want = class_ceil(rsize);
         debug_assert_eq!(class_of(want), class_search(rsize));
-        let off = match self.alloc_from_source(want, align) {
+        let off = match self.alloc_from_source(want, align, true) {
             Ok(off) => off,
             // The rounding did not fit: the exact size, as a plain block.
             Err(Error::TooLarge | Error::Exhausted) if want > rsize => {
-                return self.alloc_from_source(size, align)
+                return self.alloc_from_source(size, align, false)
             }
             Err(e) => return Err(e),
         };
-        // Fails only if someone else freed `off` meanwhile (a wild free).
-        self.src.set_owned(off, true)?;
         self.track(off, want);
         Ok(off)
     }
 
-    /// The source's allocation, retried once after giving back the kept
-    /// blocks if it found the source exhausted.
-    fn alloc_from_source(&mut self, size: u64, align: u64) -> Result<u64> {
-        match self.src.alloc(size, align) {
+    /// The source's allocation (of an owned block if `owned`), retried once
+    /// after giving back the kept blocks if it found the source exhausted.
+    fn alloc_from_source(&mut self, size: u64, align: u64, owned: bool) -> Result<u64> {
+        let src = self.src;
+        let alloc = |size, align| {
+            if owned {
+                src.alloc_owned(size, align)
+            } else {
+                src.alloc(size, align)
+            }
+        };
+        match alloc(size, align) {
             Err(Error::Exhausted) if self.kept_bytes > 0 => {
                 self.flush()?;
-                self.src.alloc(size, align)
+                alloc(size, align)
             }
             r => r,
         }
@@ -304,12 +315,16 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     }
 
     /// Gives back one kept block to make room for a new entry: the top of
-    /// the class of the first kept block found. `Ok` with nothing given
-    /// back if no block is kept (the next allocation is then plain).
+    /// the class of the next kept block found, round robin from where the
+    /// last search stopped. `Ok` with nothing given back if no block is
+    /// kept (the next allocation is then plain).
     fn give_back_one(&mut self) -> Result<()> {
-        let Some(b) = (0..CACHE_BLOCKS as u16).find(|&b| self.blk(b).kept) else {
+        let n = CACHE_BLOCKS as u16;
+        let start = self.cursor;
+        let Some(b) = (0..n).map(|k| (start + k) % n).find(|&b| self.blk(b).kept) else {
             return Ok(());
         };
+        self.cursor = (b + 1) % n;
         let c = self.blk(b).class as usize;
         let top = self.heads[c];
         self.heads[c] = self.blk(top).next;
@@ -400,6 +415,9 @@ impl<S: ArenaStorage> CacheSource for Arena<S> {
     fn free(&self, offset: u64) -> Result<()> {
         Arena::free(self, offset)
     }
+    fn alloc_owned(&self, size: u64, align: u64) -> Result<u64> {
+        Arena::alloc_owned(self, size, align)
+    }
     fn set_owned(&self, offset: u64, owned: bool) -> Result<()> {
         Arena::set_owned(self, offset, owned)
     }
@@ -414,6 +432,9 @@ impl<S: ArenaStorage> CacheSource for ShardedArena<S> {
     }
     fn free(&self, offset: u64) -> Result<()> {
         ShardedArena::free(self, offset)
+    }
+    fn alloc_owned(&self, size: u64, align: u64) -> Result<u64> {
+        ShardedArena::alloc_owned(self, size, align)
     }
     fn set_owned(&self, offset: u64, owned: bool) -> Result<()> {
         ShardedArena::set_owned(self, offset, owned)

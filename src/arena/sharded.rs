@@ -321,6 +321,17 @@ impl<S: ArenaStorage> ShardedArena<S> {
         self.shard(k).set_owned(offset - self.start(k), owned)
     }
 
+    /// As [`Arena::alloc_owned`]: under one lock with one shard; with
+    /// several, [`alloc`](Self::alloc) and then [`set_owned`](Self::set_owned).
+    pub fn alloc_owned(&self, size: u64, align: u64) -> Result<u64> {
+        if self.n == 1 {
+            return self.first.0.alloc_owned(size, align);
+        }
+        let off = self.alloc(size, align)?;
+        self.set_owned(off, true)?;
+        Ok(off)
+    }
+
     /// As [`Arena::free_owned`], in the shard that holds `offset`.
     pub fn free_owned(&self, offset: u64) -> Result<()> {
         if offset >= self.capacity {
