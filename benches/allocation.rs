@@ -255,6 +255,16 @@ fn arena_pairs(arena: &Sharded, sizes: &[u64], iters: u64) {
     }
 }
 
+/// Runs `iters` alloc+free pairs of `sizes` through a [`ThreadCache`] of
+/// `arena` made for the purpose (its first pairs fill it).
+fn cache_pairs(arena: &Sharded, sizes: &[u64], iters: u64) {
+    let mut cache = ThreadCache::new(arena, 64 << 20);
+    for i in 0..iters as usize {
+        let off = cache.alloc(black_box(sizes[i % SEQ]), ALIGN).unwrap();
+        cache.free(black_box(off)).unwrap();
+    }
+}
+
 /// Wall time of `threads` threads each running `work(thread_index)` at once
 /// (timed from a common start barrier to the last thread's end).
 fn timed_parallel<F: Fn(usize) + Sync>(threads: usize, work: F) -> Duration {
@@ -279,8 +289,9 @@ fn timed_parallel<F: Fn(usize) + Sync>(threads: usize, work: F) -> Duration {
 }
 
 /// One arena with two shards (what `Pool` builds for `shards = 2`), one
-/// single-lock arena shared by every thread (`shards = 1`, the default) and,
-/// for comparison, one arena per thread (no shared cache lines).
+/// single-lock arena shared by every thread (`shards = 1`, the default),
+/// that arena with a [`ThreadCache`] per thread (`arena_cached`) and, for
+/// comparison, one arena per thread (no shared cache lines).
 fn threads(c: &mut Criterion) {
     let mut g = c.benchmark_group("threads");
     let sizes: Vec<Vec<u64>> = (0..2).map(|t| random_sizes(SEQ, 0x7 + t)).collect();
@@ -301,6 +312,9 @@ fn threads(c: &mut Criterion) {
         });
         g.bench_with_input(BenchmarkId::new("arena_shared", n), &n, |b, &n| {
             b.iter_custom(|iters| timed_parallel(n, |t| arena_pairs(&shared, &sizes[t], iters)))
+        });
+        g.bench_with_input(BenchmarkId::new("arena_cached", n), &n, |b, &n| {
+            b.iter_custom(|iters| timed_parallel(n, |t| cache_pairs(&shared, &sizes[t], iters)))
         });
         g.bench_with_input(BenchmarkId::new("arena_per_thread", n), &n, |b, &n| {
             b.iter_custom(|iters| timed_parallel(n, |t| arena_pairs(&private[t], &sizes[t], iters)))
@@ -338,26 +352,32 @@ fn threads(c: &mut Criterion) {
     // throughput, median of 15 side-by-side runs (single runs on this
     // 2-vCPU machine spread from about 1.4x to 2.2x).
     const PAIRS: u64 = 1 << 20;
-    fn ratio(arenas: [&Sharded; 2], sizes: &[Vec<u64>]) -> f64 {
+    fn ratio(
+        arenas: [&Sharded; 2],
+        sizes: &[Vec<u64>],
+        pairs: fn(&Sharded, &[u64], u64),
+    ) -> f64 {
         let mut r: Vec<f64> = (0..15)
             .map(|_| {
-                let one = timed_parallel(1, |_| arena_pairs(arenas[0], &sizes[0], PAIRS));
-                let two = timed_parallel(2, |t| arena_pairs(arenas[t], &sizes[t], PAIRS));
+                let one = timed_parallel(1, |_| pairs(arenas[0], &sizes[0], PAIRS));
+                let two = timed_parallel(2, |t| pairs(arenas[t], &sizes[t], PAIRS));
                 2.0 * one.as_secs_f64() / two.as_secs_f64()
             })
             .collect();
         r.sort_by(f64::total_cmp);
         r[r.len() / 2]
     }
-    let sharded_ratio = ratio([&sharded, &sharded], &sizes);
-    let shared_ratio = ratio([&shared, &shared], &sizes);
-    let private_ratio = ratio([&private[0], &private[1]], &sizes);
+    let sharded_ratio = ratio([&sharded, &sharded], &sizes, arena_pairs);
+    let shared_ratio = ratio([&shared, &shared], &sizes, arena_pairs);
+    let cached_ratio = ratio([&shared, &shared], &sizes, cache_pairs);
+    let private_ratio = ratio([&private[0], &private[1]], &sizes, arena_pairs);
     let verdict = |r: f64| if r >= 1.6 { "PASS" } else { "FAIL" };
     println!(
         "threads: 2-thread / 1-thread alloc+free throughput: 2-shard arena {sharded_ratio:.2}x \
-         ({}), single-lock arena {shared_ratio:.2}x, one arena per thread {private_ratio:.2}x; \
-         target >= 1.6x",
+         ({}), single-lock arena {shared_ratio:.2}x, single-lock arena with a thread cache each \
+         {cached_ratio:.2}x ({}), one arena per thread {private_ratio:.2}x; target >= 1.6x",
         verdict(sharded_ratio),
+        verdict(cached_ratio),
     );
 }
 
