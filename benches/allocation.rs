@@ -352,11 +352,7 @@ fn threads(c: &mut Criterion) {
     // throughput, median of 15 side-by-side runs (single runs on this
     // 2-vCPU machine spread from about 1.4x to 2.2x).
     const PAIRS: u64 = 1 << 20;
-    fn ratio(
-        arenas: [&Sharded; 2],
-        sizes: &[Vec<u64>],
-        pairs: fn(&Sharded, &[u64], u64),
-    ) -> f64 {
+    fn ratio(arenas: [&Sharded; 2], sizes: &[Vec<u64>], pairs: fn(&Sharded, &[u64], u64)) -> f64 {
         let mut r: Vec<f64> = (0..15)
             .map(|_| {
                 let one = timed_parallel(1, |_| pairs(arenas[0], &sizes[0], PAIRS));

@@ -21,8 +21,9 @@
 //! Bounds: at most [`CACHE_BLOCKS`] owned blocks (an allocation beyond
 //! that, with none kept to give back, is a plain arena block), and at most
 //! `max_bytes` kept for reuse (a free beyond that gives the block back to
-//! the arena). An allocation the arena turns away as exhausted first gives
-//! back everything the cache keeps and tries again, so the cache never
+//! the arena). An allocation the arena turns away for lack of space or of
+//! records first gives back everything the cache keeps and tries again
+//! (kept blocks hold both), so the cache never
 //! causes a failure by itself; blocks kept by *other* threads' caches stay
 //! theirs until they flush or drop.
 
@@ -254,7 +255,8 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     }
 
     /// The source's allocation (of an owned block if `owned`), retried once
-    /// after giving back the kept blocks if it found the source exhausted.
+    /// after giving back the kept blocks if the source had no room (no
+    /// space, or no record to split a block with).
     fn alloc_from_source(&mut self, size: u64, align: u64, owned: bool) -> Result<u64> {
         let src = self.src;
         let alloc = |size, align| {
@@ -265,7 +267,8 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
             }
         };
         match alloc(size, align) {
-            Err(Error::Exhausted) if self.kept_bytes > 0 => {
+            // Kept blocks hold space and records: either may be the lack.
+            Err(Error::Exhausted | Error::MetadataFull) if self.kept_bytes > 0 => {
                 self.flush()?;
                 alloc(size, align)
             }
@@ -614,6 +617,22 @@ mod tests {
         assert_eq!(c.kept_bytes(), 0);
         assert_eq!(c.alloc(16, 0), Err(Error::Exhausted));
         c.free(big).unwrap();
+        c.check();
+        a.check_invariants();
+    }
+
+    #[test]
+    fn metadata_full_gives_kept_blocks_back() {
+        // Four records: three blocks and the free rest use them all.
+        let a = arena(1 << 20, 4);
+        let mut c = ThreadCache::new(&a, u64::MAX);
+        let xs: Vec<u64> = (0..3).map(|_| c.alloc(4096, 0).unwrap()).collect();
+        c.free(xs[0]).unwrap();
+        c.free(xs[1]).unwrap();
+        // A new size needs a record to split the free rest: only giving
+        // the kept blocks back (and merging them) frees one.
+        c.alloc(100, 0).unwrap();
+        assert_eq!(c.kept_bytes(), 0);
         c.check();
         a.check_invariants();
     }
