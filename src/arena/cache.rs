@@ -91,12 +91,14 @@ const UNUSED: Block = Block {
 /// Invariants: `used` marks the entries of `blocks` in use; each used
 /// entry's offset sits in `table` (as index + 1) on the probe path from
 /// its home; the kept ones are on the stack `heads[class]` of their class
-/// and their sizes add up to `kept_bytes <= max_bytes`; every used entry
+/// and their sizes add up to `max_bytes - room`; every used entry
 /// is owned in the source.
 pub struct ThreadCache<'a, A: CacheSource + ?Sized> {
     src: &'a A,
     max_bytes: u64,
-    kept_bytes: u64,
+    /// `max_bytes` less the bytes kept: what a free may still keep (one
+    /// compare on the free path, where a sum would take two steps).
+    room: u64,
     used: [u64; USED_WORDS],
     /// Where [`give_back_one`](Self::give_back_one) looks first.
     cursor: u16,
@@ -119,7 +121,7 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         ThreadCache {
             src,
             max_bytes,
-            kept_bytes: 0,
+            room: max_bytes,
             used: [0; USED_WORDS],
             cursor: 0,
             owned: 0,
@@ -131,7 +133,7 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
 
     /// Bytes kept for reuse right now.
     pub fn kept_bytes(&self) -> u64 {
-        self.kept_bytes
+        self.max_bytes - self.room
     }
 
     /// Blocks the cache owns right now, kept or handed out.
@@ -191,7 +193,7 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         }
         self.heads[c] = next;
         self.blk_mut(b).kept = false;
-        self.kept_bytes -= size;
+        self.room += size;
         Some(offset)
     }
 
@@ -206,16 +208,16 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         let Block {
             size, class, kept, ..
         } = *self.blk(b);
-        if kept || self.kept_bytes + size > self.max_bytes {
+        if kept || size > self.room {
             return false;
         }
+        self.room -= size;
         let c = class as usize & (CLASSES - 1);
         let next = self.heads[c];
         let blk = self.blk_mut(b);
         blk.kept = true;
         blk.next = next;
         self.heads[c] = b;
-        self.kept_bytes += size;
         true
     }
 
@@ -268,7 +270,7 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         };
         match alloc(size, align) {
             // Kept blocks hold space and records: either may be the lack.
-            Err(Error::Exhausted | Error::MetadataFull) if self.kept_bytes > 0 => {
+            Err(Error::Exhausted | Error::MetadataFull) if self.room < self.max_bytes => {
                 self.flush()?;
                 alloc(size, align)
             }
@@ -313,7 +315,7 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
             }
         }
         self.heads.fill(NONE);
-        debug_assert_eq!(self.kept_bytes, 0);
+        debug_assert_eq!(self.room, self.max_bytes);
         first
     }
 
@@ -338,7 +340,7 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     /// have the stacks cleared), and frees it in the source.
     fn give_back(&mut self, b: u16) -> Result<()> {
         let offset = self.blk(b).offset;
-        self.kept_bytes -= self.blk(b).size;
+        self.room += self.blk(b).size;
         let found = self.find(offset);
         debug_assert!(found.is_some(), "a used block is in the table");
         if let Some((h, _)) = found {
@@ -489,8 +491,8 @@ impl<A: CacheSource + ?Sized> ThreadCache<'_, A> {
             }
         }
         assert_eq!(on_stacks, kept.0);
-        assert_eq!(self.kept_bytes, kept.1);
-        assert!(self.kept_bytes <= self.max_bytes);
+        assert!(self.room <= self.max_bytes);
+        assert_eq!(self.kept_bytes(), kept.1);
     }
 }
 
