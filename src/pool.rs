@@ -340,6 +340,11 @@ impl Pool {
     /// Allocates `size` bytes aligned to `align` (a power of two up to the
     /// arena's maximum) and returns the offset **from the mapping base**.
     /// Owner only (`NotOwner` for peers); otherwise the arena's errors.
+    ///
+    /// (Always inlined, here and in [`free`](Self::free): the C entry
+    /// points' slow paths and the thread cache's both call it, and a call
+    /// of its own would cost the churn through the C ABI 13 instructions.)
+    #[inline(always)]
     pub fn alloc(&self, size: u64, align: u64) -> Result<u64> {
         let arena = self.arena.as_ref().ok_or(Error::NotOwner)?;
         let off = arena.alloc(size, align)?;
@@ -386,6 +391,7 @@ impl Pool {
     }
 
     /// Frees a block by the offset `alloc` returned. Owner only.
+    #[inline(always)]
     pub fn free(&self, offset: u64) -> Result<()> {
         let arena = self.arena.as_ref().ok_or(Error::NotOwner)?;
         // An offset below DATA_OFFSET wraps to at least 2^64 - DATA_OFFSET,

@@ -152,7 +152,7 @@ impl<S: ArenaStorage> ShardedArena<S> {
     /// [`Arena::alloc`]; [`Error::Exhausted`] also when the request is larger
     /// than every shard's largest free block, [`Error::MetadataFull`] if a
     /// shard had room but no record to split it.
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&self, size: u64, align: u64) -> Result<u64> {
         if self.n != 1 {
             return self.alloc_from(preferred::get(self.n), size, align, true);
@@ -292,7 +292,7 @@ impl<S: ArenaStorage> ShardedArena<S> {
 
     /// Frees the block starting at `offset`, in the shard that owns it. As
     /// [`Arena::free`].
-    #[inline]
+    #[inline(always)]
     pub fn free(&self, offset: u64) -> Result<()> {
         if self.n == 1 {
             // One shard: its range is the whole capacity, which it checks.
