@@ -1616,6 +1616,27 @@ impl<S: ArenaStorage> Arena<S> {
     /// block; [`Error::CacheOwned`] if it is owned already (`owned`), and
     /// [`Error::InvalidArgument`] if it is not owned (`!owned`).
     pub fn set_owned(&self, offset: u64, owned: bool) -> Result<()> {
+        self.with_allocated(offset, |t, _, i, size| {
+            match (size & OWNED_BIT != 0, owned) {
+                (true, true) => Err(Error::CacheOwned),
+                (false, false) => Err(Error::InvalidArgument),
+                _ => {
+                    t.rec_mut(i).size = size ^ OWNED_BIT;
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    /// Runs `f(tlsf, table position, record, flagged size)` on the
+    /// allocated block at `offset` under the lock; the error
+    /// [`free`](Self::free) would give if there is none (a quick block is
+    /// a [`Error::DoubleFree`]).
+    fn with_allocated<R>(
+        &self,
+        offset: u64,
+        f: impl FnOnce(&mut Tlsf<'_>, usize, u32, u64) -> Result<R>,
+    ) -> Result<R> {
         if offset >= self.capacity || offset & (GRANULE - 1) != 0 {
             return Err(Error::InvalidOffset);
         }
@@ -1628,14 +1649,7 @@ impl<S: ArenaStorage> Arena<S> {
             if size & QUICK_BIT != 0 {
                 return Err(Error::DoubleFree);
             }
-            match (size & OWNED_BIT != 0, owned) {
-                (true, true) => Err(Error::CacheOwned),
-                (false, false) => Err(Error::InvalidArgument),
-                _ => {
-                    t.rec_mut(i).size = size ^ OWNED_BIT;
-                    Ok(())
-                }
-            }
+            f(t, pos, i, size)
         })
     }
 
@@ -1664,18 +1678,7 @@ impl<S: ArenaStorage> Arena<S> {
     /// # Errors
     /// As [`set_owned`](Self::set_owned)`(offset, false)`.
     pub fn free_owned(&self, offset: u64) -> Result<()> {
-        if offset >= self.capacity || offset & (GRANULE - 1) != 0 {
-            return Err(Error::InvalidOffset);
-        }
-        self.locked(|t| {
-            let Some(pos) = t.index_find(offset) else {
-                return Err(t.not_allocated(offset));
-            };
-            let i = t.ent(pos).idx;
-            let size = t.rec(i).size;
-            if size & QUICK_BIT != 0 {
-                return Err(Error::DoubleFree);
-            }
+        self.with_allocated(offset, |t, pos, i, size| {
             if size & OWNED_BIT == 0 {
                 return Err(Error::InvalidArgument);
             }
@@ -1741,17 +1744,8 @@ impl<S: ArenaStorage> Arena<S> {
     /// # Errors
     /// As [`free`](Self::free), without freeing anything.
     pub fn usable_size(&self, offset: u64) -> Result<u64> {
-        if offset >= self.capacity || offset & (GRANULE - 1) != 0 {
-            return Err(Error::InvalidOffset);
-        }
-        self.locked(|t| {
-            let r = t.index_find(offset).map(|pos| t.rec(t.ent(pos).idx));
-            match r {
-                Some(r) if r.size & QUICK_BIT == 0 => {
-                    Ok((r.size & !OWNED_BIT) - r.prev_free as u64)
-                }
-                _ => Err(t.not_allocated(offset)),
-            }
+        self.with_allocated(offset, |t, _, i, size| {
+            Ok((size & !OWNED_BIT) - t.rec(i).prev_free as u64)
         })
     }
 
