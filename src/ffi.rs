@@ -243,12 +243,13 @@ fn ptr_ok<T>(p: *const T) -> bool {
     (a != 0) & (a & (align_of::<T>() - 1) == 0)
 }
 
-/// `true` iff the table handle `t` and the out-parameter `out` are both
-/// non-null and aligned: the one branch the lookups' fast path takes.
+/// `true` iff the handle `t` and the out-parameter `out` are both non-null
+/// and aligned: the one branch the lookups' and the thread cache's fast
+/// paths take.
 #[inline(always)]
-fn handle_and_out_ok<O>(t: *const mcshm_table, out: *mut O) -> bool {
+fn handle_and_out_ok<H, O>(t: *const H, out: *mut O) -> bool {
     let (t, o) = (t.addr(), out.addr());
-    let mis = (t & (align_of::<mcshm_table>() - 1)) | (o & (align_of::<O>() - 1));
+    let mis = (t & (align_of::<H>() - 1)) | (o & (align_of::<O>() - 1));
     (t != 0) & (o != 0) & (mis == 0)
 }
 
@@ -950,7 +951,7 @@ pub unsafe extern "C" fn mcshm_cache_alloc(
     align: u64,
     out_offset: *mut u64,
 ) -> i32 {
-    if ptr_ok(out_offset) & ptr_ok(cache) {
+    if handle_and_out_ok(cache, out_offset) {
         // SAFETY: non-null and aligned (checked above); live per the contract.
         if let Some(c) = unsafe { own_cache(cache) } {
             // Cannot panic (no calls, no checked arithmetic); see
