@@ -520,6 +520,35 @@ struct CacheGuard {
     ~CacheGuard() { mcshm_cache_destroy(c); }
 };
 
+/// An owner pool and one thread cache of it; destroys the cache, then the pool.
+struct PoolWithCache {
+    mcshm_pool* pool = nullptr;
+    mcshm_cache* cache = nullptr;
+
+    PoolWithCache() = default;
+    PoolWithCache(const PoolWithCache&) = delete;
+    PoolWithCache& operator=(const PoolWithCache&) = delete;
+    ~PoolWithCache() {
+        mcshm_cache_destroy(cache);
+        mcshm_pool_destroy(pool);
+    }
+
+    /// Creates a fresh pool (kCap bytes) and a cache of it keeping at most
+    /// `max_bytes` (0: the default); asserts success. Call through ASSERT_NO_FATAL_FAILURE.
+    void create(uint64_t max_bytes) {
+        pool = make_pool(unique_name());
+        ASSERT_NE(pool, nullptr);
+        ASSERT_EQ(mcshm_cache_create(pool, max_bytes, &cache), MCSHM_OK);
+        ASSERT_NE(cache, nullptr);
+    }
+
+    /// Destroys the cache now, before the pool.
+    void destroy_cache() {
+        mcshm_cache_destroy(cache);
+        cache = nullptr;
+    }
+};
+
 /// Live blocks of `pool` (stats), or UINT64_MAX if the call fails.
 uint64_t live_blocks(const mcshm_pool* pool) {
     mcshm_pool_stats st;
@@ -528,13 +557,10 @@ uint64_t live_blocks(const mcshm_pool* pool) {
 }
 
 TEST(CApi, ThreadCacheAllocFreeReuse) {
-    mcshm_pool* pool = make_pool(unique_name());
-    ASSERT_NE(pool, nullptr);
-    PoolGuard g{pool};
-    mcshm_cache* c = nullptr;
-    ASSERT_EQ(mcshm_cache_create(pool, 0, &c), MCSHM_OK);
-    ASSERT_NE(c, nullptr);
-    CacheGuard cg{c};
+    PoolWithCache pc;
+    ASSERT_NO_FATAL_FAILURE(pc.create(0));
+    mcshm_pool* pool = pc.pool;
+    mcshm_cache* c = pc.cache;
 
     uint64_t a = 0, b = 0, again = 0;
     ASSERT_EQ(mcshm_cache_alloc(c, 4096, 0, &a), MCSHM_OK);
@@ -574,12 +600,10 @@ TEST(CApi, ThreadCacheAllocFreeReuse) {
 }
 
 TEST(CApi, ThreadCacheKeptBlocksNeverExhaustTheCache) {
-    mcshm_pool* pool = make_pool(unique_name());
-    ASSERT_NE(pool, nullptr);
-    PoolGuard g{pool};
-    mcshm_cache* c = nullptr;
-    ASSERT_EQ(mcshm_cache_create(pool, 0, &c), MCSHM_OK);
-    CacheGuard cg{c};
+    PoolWithCache pc;
+    ASSERT_NO_FATAL_FAILURE(pc.create(0));
+    mcshm_pool* pool = pc.pool;
+    mcshm_cache* c = pc.cache;
     uint64_t half = 0, whole = 0;
     ASSERT_EQ(mcshm_cache_alloc(c, kCap / 2, 0, &half), MCSHM_OK);
     ASSERT_EQ(mcshm_cache_free(c, half), MCSHM_OK);  // kept
@@ -599,12 +623,10 @@ TEST(CApi, ThreadCacheKeptBlocksNeverExhaustTheCache) {
 }
 
 TEST(CApi, ThreadCacheByteBudget) {
-    mcshm_pool* pool = make_pool(unique_name());
-    ASSERT_NE(pool, nullptr);
-    PoolGuard g{pool};
-    mcshm_cache* c = nullptr;
-    ASSERT_EQ(mcshm_cache_create(pool, 8192, &c), MCSHM_OK);
-    CacheGuard cg{c};
+    PoolWithCache pc;
+    ASSERT_NO_FATAL_FAILURE(pc.create(8192));
+    mcshm_pool* pool = pc.pool;
+    mcshm_cache* c = pc.cache;
     uint64_t small = 0, big = 0;
     ASSERT_EQ(mcshm_cache_alloc(c, 4096, 0, &small), MCSHM_OK);
     ASSERT_EQ(mcshm_cache_alloc(c, 64 * 1024, 0, &big), MCSHM_OK);
@@ -618,18 +640,15 @@ TEST(CApi, ThreadCacheByteBudget) {
     EXPECT_EQ(mcshm_cache_free(c, small), MCSHM_ERR_DOUBLE_FREE);
     EXPECT_EQ(mcshm_pool_free(pool, big), MCSHM_ERR_DOUBLE_FREE);
     EXPECT_EQ(live_blocks(pool), 1u);
-    mcshm_cache_destroy(c);
-    cg.c = nullptr;
+    pc.destroy_cache();
     EXPECT_EQ(live_blocks(pool), 0u);
 }
 
 TEST(CApi, ThreadCacheDoubleFree) {
-    mcshm_pool* pool = make_pool(unique_name());
-    ASSERT_NE(pool, nullptr);
-    PoolGuard g{pool};
-    mcshm_cache* c = nullptr;
-    ASSERT_EQ(mcshm_cache_create(pool, 0, &c), MCSHM_OK);
-    CacheGuard cg{c};
+    PoolWithCache pc;
+    ASSERT_NO_FATAL_FAILURE(pc.create(0));
+    mcshm_pool* pool = pc.pool;
+    mcshm_cache* c = pc.cache;
     uint64_t a = 0;
     ASSERT_EQ(mcshm_cache_alloc(c, 256, 0, &a), MCSHM_OK);
     EXPECT_EQ(mcshm_cache_free(c, a), MCSHM_OK);
@@ -650,12 +669,10 @@ TEST(CApi, ThreadCacheDoubleFree) {
 }
 
 TEST(CApi, ThreadCachePoolFreeOfCacheBlockIsCacheOwned) {
-    mcshm_pool* pool = make_pool(unique_name());
-    ASSERT_NE(pool, nullptr);
-    PoolGuard g{pool};
-    mcshm_cache* c = nullptr;
-    ASSERT_EQ(mcshm_cache_create(pool, 0, &c), MCSHM_OK);
-    CacheGuard cg{c};
+    PoolWithCache pc;
+    ASSERT_NO_FATAL_FAILURE(pc.create(0));
+    mcshm_pool* pool = pc.pool;
+    mcshm_cache* c = pc.cache;
     uint64_t a = 0, kept = 0;
     ASSERT_EQ(mcshm_cache_alloc(c, 4096, 0, &a), MCSHM_OK);
     ASSERT_EQ(mcshm_cache_alloc(c, 512, 0, &kept), MCSHM_OK);
@@ -686,12 +703,10 @@ TEST(CApi, ThreadCachePoolFreeOfCacheBlockIsCacheOwned) {
 }
 
 TEST(CApi, ThreadCacheFreesOrdinaryPoolBlock) {
-    mcshm_pool* pool = make_pool(unique_name());
-    ASSERT_NE(pool, nullptr);
-    PoolGuard g{pool};
-    mcshm_cache* c = nullptr;
-    ASSERT_EQ(mcshm_cache_create(pool, 0, &c), MCSHM_OK);
-    CacheGuard cg{c};
+    PoolWithCache pc;
+    ASSERT_NO_FATAL_FAILURE(pc.create(0));
+    mcshm_pool* pool = pc.pool;
+    mcshm_cache* c = pc.cache;
     uint64_t b = 0;
     ASSERT_EQ(mcshm_pool_alloc(pool, 2048, 0, &b), MCSHM_OK);
     EXPECT_EQ(live_blocks(pool), 1u);
@@ -702,12 +717,10 @@ TEST(CApi, ThreadCacheFreesOrdinaryPoolBlock) {
 }
 
 TEST(CApi, ThreadCacheBlockOfAnotherCacheIsCacheOwned) {
-    mcshm_pool* pool = make_pool(unique_name());
-    ASSERT_NE(pool, nullptr);
-    PoolGuard g{pool};
-    mcshm_cache *ca = nullptr, *cb = nullptr;
-    ASSERT_EQ(mcshm_cache_create(pool, 0, &ca), MCSHM_OK);
-    CacheGuard ga{ca};
+    PoolWithCache pc;
+    ASSERT_NO_FATAL_FAILURE(pc.create(0));
+    mcshm_pool* pool = pc.pool;
+    mcshm_cache *ca = pc.cache, *cb = nullptr;
     ASSERT_EQ(mcshm_cache_create(pool, 0, &cb), MCSHM_OK);
     CacheGuard gb{cb};
     uint64_t a = 0, kept = 0;
@@ -723,17 +736,15 @@ TEST(CApi, ThreadCacheBlockOfAnotherCacheIsCacheOwned) {
     EXPECT_EQ(again, kept);
     EXPECT_EQ(mcshm_cache_free(ca, kept), MCSHM_OK);
     // Once cache A is gone, its blocks are plain pool blocks again.
-    mcshm_cache_destroy(ca);
-    ga.c = nullptr;
+    pc.destroy_cache();
     EXPECT_EQ(live_blocks(pool), 0u);
 }
 
 TEST(CApi, ThreadCacheWrongThread) {
-    mcshm_pool* pool = make_pool(unique_name());
-    ASSERT_NE(pool, nullptr);
-    PoolGuard g{pool};
-    mcshm_cache* c = nullptr;
-    ASSERT_EQ(mcshm_cache_create(pool, 0, &c), MCSHM_OK);
+    PoolWithCache pc;
+    ASSERT_NO_FATAL_FAILURE(pc.create(0));
+    mcshm_pool* pool = pc.pool;
+    mcshm_cache* c = pc.cache;
     uint64_t a = 0, kept = 0, plain = 0;
     ASSERT_EQ(mcshm_cache_alloc(c, 256, 0, &a), MCSHM_OK);
     ASSERT_EQ(mcshm_cache_alloc(c, 512, 0, &kept), MCSHM_OK);
@@ -789,7 +800,7 @@ TEST(CApi, ThreadCacheWrongThread) {
     EXPECT_EQ(mcshm_pool_free(pool, tb), MCSHM_OK);
 
     // Destroying from another thread works; its handed-out blocks become plain.
-    std::thread([c] { mcshm_cache_destroy(c); }).join();
+    std::thread([&pc] { pc.destroy_cache(); }).join();
     EXPECT_EQ(mcshm_pool_free(pool, a), MCSHM_OK);
     EXPECT_EQ(mcshm_pool_free(pool, kept), MCSHM_OK);
     EXPECT_EQ(live_blocks(pool), 0u);
@@ -892,12 +903,10 @@ TEST(CApi, ThreadCacheOutlivesPoolHandle) {
 }
 
 TEST(CApi, ThreadCacheStatsAndDestroy) {
-    mcshm_pool* pool = make_pool(unique_name());
-    ASSERT_NE(pool, nullptr);
-    PoolGuard g{pool};
-    mcshm_cache* c = nullptr;
-    ASSERT_EQ(mcshm_cache_create(pool, 0, &c), MCSHM_OK);
-    CacheGuard cg{c};
+    PoolWithCache pc;
+    ASSERT_NO_FATAL_FAILURE(pc.create(0));
+    mcshm_pool* pool = pc.pool;
+    mcshm_cache* c = pc.cache;
     uint64_t plain = 0;
     ASSERT_EQ(mcshm_pool_alloc(pool, 300, 0, &plain), MCSHM_OK);
     std::vector<uint64_t> out;
@@ -928,8 +937,7 @@ TEST(CApi, ThreadCacheStatsAndDestroy) {
     ASSERT_EQ(mcshm_cache_free(c, out[3]), MCSHM_OK);
     EXPECT_EQ(live_blocks(pool), 4u);
     EXPECT_EQ(mcshm_pool_free(pool, out[4]), MCSHM_ERR_CACHE_OWNED);
-    mcshm_cache_destroy(c);
-    cg.c = nullptr;
+    pc.destroy_cache();
     EXPECT_EQ(live_blocks(pool), 3u);
     // ...as ordinary pool blocks.
     EXPECT_EQ(mcshm_pool_free(pool, out[3]), MCSHM_ERR_DOUBLE_FREE);
