@@ -226,10 +226,10 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     /// back first if every entry is in use). As
     /// [`Arena::alloc`](Arena::alloc) otherwise, errors included.
     ///
-    /// A new owned block has the smallest size of the request's
-    /// [`class_search`] class (at most 1/32 more than asked, as a block
-    /// from the arena's quick slots may be), so that once freed it serves
-    /// every request of that class.
+    /// A new owned block has the smallest size of the size class above
+    /// the request's (at most 1/32 more than asked, as a block from the
+    /// arena's quick slots may be), so that once freed it serves every
+    /// request that rounds up to that class.
     pub fn alloc(&mut self, size: u64, align: u64) -> Result<u64> {
         if let Some(off) = self.alloc_kept(size, align) {
             return Ok(off);
