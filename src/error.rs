@@ -27,8 +27,6 @@ pub enum Error {
     MetadataFull,
     /// The block belongs to a thread cache: free it through that cache.
     CacheOwned,
-    /// A thread cache was used from a thread other than the one that made it.
-    WrongThread,
     // ---- table ----
     /// An (offset, len) pair does not fit inside the range, or its end overflows.
     OutOfBounds,
@@ -75,7 +73,6 @@ impl Error {
             Error::InvalidOffset => "offset was never handed out",
             Error::MetadataFull => "allocator metadata storage is full",
             Error::CacheOwned => "block belongs to a thread cache; free it through that cache",
-            Error::WrongThread => "thread cache used from another thread",
             Error::OutOfBounds => "range out of bounds",
             Error::NotFound => "not found",
             Error::AlreadyExists => "already exists",

@@ -116,7 +116,6 @@ fn code_of(err: Error) -> i32 {
         Error::NotOwner => MCSHM_ERR_NOT_OWNER,
         Error::NotSealed => MCSHM_ERR_NOT_SEALED,
         Error::CacheOwned => MCSHM_ERR_CACHE_OWNED,
-        Error::WrongThread => MCSHM_ERR_WRONG_THREAD,
         Error::Os(errno) => {
             LAST_OS_ERROR.with(|e| e.set(errno));
             MCSHM_ERR_OS
@@ -910,15 +909,15 @@ pub unsafe extern "C" fn mcshm_cache_destroy(cache: *mut mcshm_cache) {
     if cache.is_null() {
         return;
     }
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: per the function's contract, reclaimed exactly once.
-        let c = unsafe { Box::from_raw(cache) };
-        let pool = c.pool;
-        // The cache gives its blocks back while the pool is alive...
-        drop(c);
-        // SAFETY: ...and then its reference to the pool.
-        unsafe { release_pool(pool) };
-    }));
+    // SAFETY: per the function's contract, a live handle.
+    let pool = unsafe { (*cache).pool };
+    // The cache gives its blocks back while the pool is alive...
+    // SAFETY: per the function's contract, a handle from `hand_out` destroyed once.
+    unsafe { take_back(cache) };
+    // ...and then its reference to the pool, even if that panicked (so
+    // the pool's name is never left behind).
+    // SAFETY: the cache held this reference and is gone.
+    unsafe { release_pool(pool) };
 }
 
 /// The calling thread's cache behind `cache`, if it is that thread's.
@@ -1028,6 +1027,20 @@ pub unsafe extern "C" fn mcshm_cache_free(cache: *mut mcshm_cache, offset: u64) 
 /// As [`mcshm_cache_free`].
 #[inline(never)]
 unsafe extern "C" fn cache_free_slow(cache: *mut mcshm_cache, offset: u64) -> i32 {
+    // SAFETY: per this function's contract.
+    unsafe { on_own_cache(cache, |c| c.free(offset)) }
+}
+
+/// The result code of `f` run on the calling thread's cache behind
+/// `cache`: a bad pointer's, `MCSHM_ERR_WRONG_THREAD`, or `f`'s own (a
+/// panic stopped here).
+///
+/// # Safety
+/// `cache` is a live handle (if non-null and aligned).
+unsafe fn on_own_cache(
+    cache: *mut mcshm_cache,
+    f: impl FnOnce(&mut ThreadCache<'static, Pool>) -> crate::Result<()>,
+) -> i32 {
     if !ptr_ok(cache) {
         return bad_pointer(&[(cache.addr(), align_of::<mcshm_cache>())]);
     }
@@ -1035,7 +1048,7 @@ unsafe extern "C" fn cache_free_slow(cache: *mut mcshm_cache, offset: u64) -> i3
     let Some(c) = (unsafe { own_cache(cache) }) else {
         return MCSHM_ERR_WRONG_THREAD;
     };
-    match caught(|| c.free(offset)) {
+    match caught(|| f(c)) {
         Ok(()) => MCSHM_OK,
         Err(code) => code,
     }
@@ -1048,17 +1061,8 @@ unsafe extern "C" fn cache_free_slow(cache: *mut mcshm_cache, offset: u64) -> i3
 /// `cache` is a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn mcshm_cache_flush(cache: *mut mcshm_cache) -> i32 {
-    if !ptr_ok(cache) {
-        return bad_pointer(&[(cache.addr(), align_of::<mcshm_cache>())]);
-    }
-    // SAFETY: non-null and aligned (checked above); live per the contract.
-    let Some(c) = (unsafe { own_cache(cache) }) else {
-        return MCSHM_ERR_WRONG_THREAD;
-    };
-    match caught(|| c.flush()) {
-        Ok(()) => MCSHM_OK,
-        Err(code) => code,
-    }
+    // SAFETY: per this function's contract.
+    unsafe { on_own_cache(cache, |c| c.flush()) }
 }
 
 /// Turns `(offset, len)` into a pointer in this process's mapping,
@@ -1497,11 +1501,14 @@ mod tests {
             Error::NotOwner,
             Error::NotSealed,
             Error::CacheOwned,
-            Error::WrongThread,
             Error::Os(5),
         ];
         let mut codes: Vec<i32> = all.iter().map(|e| code_of(*e)).collect();
-        codes.extend([MCSHM_ERR_NULL_ARGUMENT, MCSHM_ERR_PANIC]);
+        codes.extend([
+            MCSHM_ERR_NULL_ARGUMENT,
+            MCSHM_ERR_PANIC,
+            MCSHM_ERR_WRONG_THREAD,
+        ]);
         let unknown = mcshm_strerror(9999);
         for &c in &codes {
             assert_ne!(c, MCSHM_OK);
