@@ -10,6 +10,9 @@
 //! Groups (`<count>` is the number of registered segments):
 //! - `relocate/<impl>/<count>`: `(peer, remote address, len)` -> local
 //!   address; impl is `table`, `baseline_linear`, `baseline_map`.
+//! - `relocate_batch/table/<count>`: the same queries, `BATCH` per
+//!   `Table::relocate_batch` call; the time is per call, the throughput
+//!   line gives addresses per second.
 //! - `resolve/table/<count>`: `(segment id, offset, len)` -> local address.
 //! - `locate/table/<count>`: local address -> `(segment id, offset)`.
 //! - `miss/segment`: the raw-syscall path a relocate miss takes (open an
@@ -17,9 +20,9 @@
 
 mod common;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mooncake_shm::segment::{Segment, SegmentOptions};
-use mooncake_shm::table::{Table, TableConfig};
+use mooncake_shm::table::{RemoteSpan, Table, TableConfig};
 use std::hint::black_box;
 use std::sync::atomic::AtomicU64;
 
@@ -36,6 +39,8 @@ const LOCAL_BASE: u64 = 0x5500_0000_0000;
 const ACCESS: u64 = 4096;
 /// Number of pre-drawn queries (a power of two).
 const QUERIES: usize = 4096;
+/// Accesses per `relocate_batch` call (divides `QUERIES`).
+const BATCH: usize = 256;
 
 struct Query {
     seg: u32,
@@ -127,6 +132,27 @@ fn lookups(c: &mut Criterion) {
                 })
             });
         }
+        g.finish();
+
+        let spans: Vec<RemoteSpan> = qs
+            .iter()
+            .map(|q| RemoteSpan {
+                addr: remote(q.seg) + q.offset,
+                len: ACCESS,
+            })
+            .collect();
+        let mut out = vec![0usize; BATCH];
+        let mut g = c.benchmark_group("relocate_batch");
+        g.throughput(Throughput::Elements(BATCH as u64));
+        g.bench_with_input(BenchmarkId::new("table", count), &spans, |b, spans| {
+            let mut i = 0usize;
+            b.iter(|| {
+                let batch = &spans[i % QUERIES..][..BATCH];
+                i += BATCH;
+                black_box(t.relocate_batch(0, black_box(batch), &mut out)).unwrap();
+                black_box(&out);
+            })
+        });
         g.finish();
 
         let mut g = c.benchmark_group("resolve");

@@ -251,6 +251,21 @@ typedef struct mcshm_table_config {
   uint32_t max_nodes;
 } mcshm_table_config;
 
+/**
+ * One access for `mcshm_table_relocate_batch`: `len` bytes at the peer's
+ * address `addr` (as one `mcshm_table_relocate` call takes them).
+ */
+typedef struct mcshm_span {
+  /**
+   * The peer's address of the first byte.
+   */
+  uint64_t addr;
+  /**
+   * Bytes accessed from `addr` (0: only `addr` is checked).
+   */
+  uint64_t len;
+} mcshm_span;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -597,6 +612,33 @@ int32_t mcshm_table_relocate(const struct mcshm_table *t,
                              uint64_t remote_addr,
                              uint64_t len,
                              void **out);
+
+/**
+ * `mcshm_table_relocate` for `n` accesses to one peer in one call:
+ * `out[i]` gets the local pointer of `spans[i]`. The same answers and
+ * errors as `n` single calls, without their per-call cost: for translating
+ * every slice of a transfer batch.
+ *
+ * Stops at the first access that fails and returns its code; `out` is
+ * written below that index and untouched from it. `*out_done`, if
+ * `out_done` is not NULL, gets the number of accesses translated: `n` on
+ * `MCSHM_OK`, else the failing index (0 for a bad argument). `spans` and
+ * `out` may be NULL only when `n` is 0.
+ *
+ * `MCSHM_ERR_INVALID_ARGUMENT` if `peer` is out of range, if the two arrays
+ * overlap, or for a misaligned pointer; `MCSHM_ERR_NULL_ARGUMENT` for a
+ * NULL `t`, or a NULL array with `n > 0`.
+ *
+ * # Safety
+ * `t` is a live handle; `spans` is readable and `out` writable for `n`
+ * elements; `out_done` is NULL or writable.
+ */
+int32_t mcshm_table_relocate_batch(const struct mcshm_table *t,
+                                   uint32_t peer,
+                                   const struct mcshm_span *spans,
+                                   size_t n,
+                                   void **out,
+                                   size_t *out_done);
 
 /**
  * A static description of a result code; never NULL.

@@ -4,7 +4,7 @@
 # these counts do not move with the machine's state, so they show what a
 # change to a hot path costs.
 #
-#   scripts/icount.sh [case ...]     cases: pair pair2 churn churn2 cpair cchurn relocate resolve
+#   scripts/icount.sh [case ...]     cases: pair pair2 churn churn2 cpair cchurn relocate rbatch resolve
 #                                    (default: all)
 #
 # Each case (see cpp/bench/icount.cpp) runs under callgrind twice, with OPS
@@ -22,7 +22,7 @@ cd "$ROOT"
 BUILD_DIR="${BUILD_DIR:-build}"
 OPS="${OPS:-100000}"
 cases=("$@")
-[ "${#cases[@]}" -gt 0 ] || cases=(pair pair2 churn churn2 cpair cchurn relocate resolve)
+[ "${#cases[@]}" -gt 0 ] || cases=(pair pair2 churn churn2 cpair cchurn relocate rbatch resolve)
 
 ./scripts/setup.sh
 if ! command -v valgrind >/dev/null 2>&1; then

@@ -59,7 +59,7 @@ cxx_suite() { # $1 = C++ standard, $2 = build dir, rest = extra cmake args
   # scripts/icount.sh's workload program: builds warning-free and runs.
   cmake --build "$dir" -j "$JOBS" --target mooncake_shm_icount || return 1
   local c
-  for c in pair pair2 churn churn2 cpair cchurn relocate resolve; do
+  for c in pair pair2 churn churn2 cpair cchurn relocate rbatch resolve; do
     "$dir/benchmark/shm/mooncake_shm_icount" "$c" 1000 || return 1
   done
 }

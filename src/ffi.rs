@@ -17,7 +17,7 @@ use crate::arena::{ArenaStats, ThreadCache};
 use crate::cleanup;
 use crate::pool::{Pool, PoolOptions};
 use crate::sys::AnonMap;
-use crate::table::{Table, TableConfig};
+use crate::table::{RemoteSpan, Table, TableConfig};
 use crate::Error;
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_void, CStr};
@@ -1428,6 +1428,125 @@ unsafe extern "C" fn relocate_slow(
 ) -> i32 {
     // SAFETY: per this function's contract.
     unsafe { lookup_into(t, out, |t| t.relocate(peer, remote_addr, len)) }
+}
+
+/// One access for `mcshm_table_relocate_batch`: `len` bytes at the peer's
+/// address `addr` (as one `mcshm_table_relocate` call takes them).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct mcshm_span {
+    /// The peer's address of the first byte.
+    pub addr: u64,
+    /// Bytes accessed from `addr` (0: only `addr` is checked).
+    pub len: u64,
+}
+
+// `mcshm_table_relocate_batch` reads the caller's array as `RemoteSpan`s.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<mcshm_span>() == size_of::<RemoteSpan>());
+    assert!(align_of::<mcshm_span>() == align_of::<RemoteSpan>());
+    assert!(offset_of!(mcshm_span, addr) == offset_of!(RemoteSpan, addr));
+    assert!(offset_of!(mcshm_span, len) == offset_of!(RemoteSpan, len));
+};
+
+/// The arrays of `mcshm_table_relocate_batch` as slices, after checking
+/// them: empty for `n == 0` (whatever the pointers), else non-null,
+/// aligned, of a size that fits the address space, and not overlapping.
+///
+/// # Safety
+/// For `n > 0`, `spans` is readable and `out` writable for `n` elements,
+/// both for `'a`.
+unsafe fn batch_arrays<'a>(
+    spans: *const mcshm_span,
+    n: usize,
+    out: *mut *mut c_void,
+) -> Result<(&'a [RemoteSpan], &'a mut [usize]), Fail> {
+    if n == 0 {
+        return Ok((&[], &mut []));
+    }
+    // SAFETY: `arg_ref` only checks here; the arrays are borrowed below.
+    unsafe { arg_ref(spans)? };
+    // SAFETY: as above.
+    unsafe { arg_ref(out.cast_const())? };
+    let (s0, o0) = (spans.addr(), out.addr());
+    let bytes = |size: usize, at: usize| {
+        n.checked_mul(size)
+            .filter(|&b| b <= isize::MAX as usize && at.checked_add(b).is_some())
+    };
+    let (Some(span_bytes), Some(out_bytes)) = (
+        bytes(size_of::<mcshm_span>(), s0),
+        bytes(size_of::<usize>(), o0),
+    ) else {
+        return Err(Error::InvalidArgument.into());
+    };
+    if s0 < o0 + out_bytes && o0 < s0 + span_bytes {
+        return Err(Error::InvalidArgument.into());
+    }
+    // SAFETY: non-null and aligned (checked), readable for `n` elements
+    // (the contract), not overlapping `out` (checked), and `mcshm_span` has
+    // `RemoteSpan`'s layout (asserted above).
+    let spans = unsafe { core::slice::from_raw_parts(spans.cast::<RemoteSpan>(), n) };
+    // SAFETY: non-null and aligned (checked), writable for `n` elements (the
+    // contract), not overlapping `spans` (checked). `*mut c_void` and
+    // `usize` have one size and alignment; the integers written are the
+    // pointers `mcshm_table_relocate` returns (their addresses).
+    let out = unsafe { core::slice::from_raw_parts_mut(out.cast::<usize>(), n) };
+    Ok((spans, out))
+}
+
+/// `mcshm_table_relocate` for `n` accesses to one peer in one call:
+/// `out[i]` gets the local pointer of `spans[i]`. The same answers and
+/// errors as `n` single calls, without their per-call cost: for translating
+/// every slice of a transfer batch.
+///
+/// Stops at the first access that fails and returns its code; `out` is
+/// written below that index and untouched from it. `*out_done`, if
+/// `out_done` is not NULL, gets the number of accesses translated: `n` on
+/// `MCSHM_OK`, else the failing index (0 for a bad argument). `spans` and
+/// `out` may be NULL only when `n` is 0.
+///
+/// `MCSHM_ERR_INVALID_ARGUMENT` if `peer` is out of range, if the two arrays
+/// overlap, or for a misaligned pointer; `MCSHM_ERR_NULL_ARGUMENT` for a
+/// NULL `t`, or a NULL array with `n > 0`.
+///
+/// # Safety
+/// `t` is a live handle; `spans` is readable and `out` writable for `n`
+/// elements; `out_done` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mcshm_table_relocate_batch(
+    t: *const mcshm_table,
+    peer: u32,
+    spans: *const mcshm_span,
+    n: usize,
+    out: *mut *mut c_void,
+    out_done: *mut usize,
+) -> i32 {
+    let mut done = 0;
+    let rc = guard(|| {
+        // SAFETY: per the function's contract.
+        let t = unsafe { arg_ref(t)? };
+        if !out_done.is_aligned() {
+            return Err(ArgError::Misaligned.into());
+        }
+        // SAFETY: per the function's contract.
+        let (spans, out) = unsafe { batch_arrays(spans, n, out)? };
+        match t.table.relocate_batch(peer, spans, out) {
+            Ok(()) => {
+                done = n;
+                Ok(())
+            }
+            Err((i, e)) => {
+                done = i;
+                Err(e.into())
+            }
+        }
+    });
+    if !out_done.is_null() && out_done.is_aligned() {
+        // SAFETY: non-null and aligned (checked), writable per the contract.
+        unsafe { out_done.write(done) };
+    }
+    rc
 }
 
 // ---------------------------------------------------------------------------

@@ -219,6 +219,17 @@ unsafe impl TableStorage for std::vec::Vec<AtomicU64> {}
 #[cfg(feature = "std")]
 unsafe impl TableStorage for std::boxed::Box<[AtomicU64]> {}
 
+/// One access for [`Table::relocate_batch`]: `len` bytes at the peer's
+/// address `addr`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RemoteSpan {
+    /// The peer's address of the first byte.
+    pub addr: u64,
+    /// Bytes accessed from `addr` (0: only `addr` is checked).
+    pub len: u64,
+}
+
 /// Capacities of a [`Table`]; storage is sized from them by [`Table::words_for`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableConfig {
@@ -666,6 +677,58 @@ impl<S: TableStorage> Table<S> {
         Ok(s.value.wrapping_add(off) as usize)
     }
 
+    /// [`Self::relocate`] for many accesses to one peer at once: `out[i]`
+    /// gets the local address of `spans[i]`, for every `i`.
+    ///
+    /// The same answers, errors and cost bound per access as `relocate`,
+    /// without a call, a peer check and an error path per access: a caller
+    /// that relocates every slice of a transfer batch pays for the lookups
+    /// alone. Each access reads the index afresh, so an insert or remove
+    /// racing with the batch is seen by the accesses after it, as with
+    /// single calls.
+    ///
+    /// Stops at the first access that fails: `Err((i, error))`, with
+    /// `out[..i]` written and `out[i..]` untouched.
+    /// [`Error::InvalidArgument`] at index 0 if `out` is shorter than `spans`
+    /// (nothing written) or `peer >= max_peers`.
+    pub fn relocate_batch(
+        &self,
+        peer: u32,
+        spans: &[RemoteSpan],
+        out: &mut [usize],
+    ) -> core::result::Result<(), (usize, Error)> {
+        if out.len() < spans.len() || peer >= self.cfg.max_peers {
+            return Err((0, Error::InvalidArgument));
+        }
+        let mut i = 0;
+        while i < spans.len() {
+            i += self.relocate_direct_run(peer, &spans[i..], &mut out[i..]);
+            let Some(s) = spans.get(i) else { break };
+            out[i] = self.relocate(peer, s.addr, s.len).map_err(|e| (i, e))?;
+            i += 1;
+        }
+        Ok(())
+    }
+
+    /// The direct-entry answers of [`Self::relocate`] over `spans` in order,
+    /// written to `out`, up to the first access that needs more (an error
+    /// or a record): the number answered.
+    ///
+    /// No calls in the loop, so the compiler keeps the table's invariants
+    /// (storage, node region and limit, root slot) in registers across it.
+    #[inline(always)]
+    fn relocate_direct_run(&self, peer: u32, spans: &[RemoteSpan], out: &mut [usize]) -> usize {
+        debug_assert!(peer < self.cfg.max_peers && out.len() >= spans.len());
+        let space = peer as usize + 1;
+        for (i, (s, o)) in spans.iter().zip(out.iter_mut()).enumerate() {
+            match self.direct_in::<true>(true, space, s.addr, s.len) {
+                Some(local) => *o = local,
+                None => return i,
+            }
+        }
+        spans.len()
+    }
+
     /// The common case of [`Self::relocate`] alone: `Some(local)` when the
     /// access is answered by a direct leaf entry, `None` for everything else
     /// (an error or an answer that needs the record), which
@@ -674,12 +737,27 @@ impl<S: TableStorage> Table<S> {
     #[cfg(feature = "capi")]
     #[inline(always)]
     pub(crate) fn relocate_direct(&self, peer: u32, remote_addr: u64, len: u64) -> Option<usize> {
+        let ok = peer < self.cfg.max_peers;
+        self.direct_in::<false>(ok, peer as usize + 1, remote_addr, len)
+    }
+
+    /// The walk and [`Self::direct`] for an access in address space `space`,
+    /// with the node limit held as [`Self::walk_in`] says; `None` at once
+    /// unless `space_ok` (which must mean `space <= max_peers`).
+    #[inline(always)]
+    fn direct_in<const HOLD_LIM: bool>(
+        &self,
+        space_ok: bool,
+        space: usize,
+        addr: u64,
+        len: u64,
+    ) -> Option<usize> {
         // `direct`'s first test, ahead of the walk: one register fewer there.
-        if peer >= self.cfg.max_peers || (remote_addr | len) >= ADDR_LIMIT {
+        if !space_ok || (addr | len) >= ADDR_LIMIT {
             return None;
         }
-        let (g, e) = self.walk(peer as usize + 1, remote_addr)?;
-        Self::direct(g, e, remote_addr, len)
+        let (g, e) = self.walk_in::<HOLD_LIM>(space, addr)?;
+        Self::direct(g, e, addr, len)
     }
 
     /// The answer of leaf entry `e` (of a tree with granule shift `g`, taken
@@ -837,6 +915,15 @@ impl<S: TableStorage> Table<S> {
     /// if the walk meets a bad node reference.
     #[inline(always)]
     fn walk(&self, space: usize, addr: u64) -> Option<(u32, u64)> {
+        self.walk_in::<false>(space, addr)
+    }
+
+    /// [`Self::walk`], with the node limit read from `self` at each check
+    /// (`HOLD_LIM == false`: one register fewer across a single call's walk)
+    /// or left to the compiler, which keeps it in a register across a loop
+    /// of walks ([`Self::relocate_batch`]).
+    #[inline(always)]
+    fn walk_in<const HOLD_LIM: bool>(&self, space: usize, addr: u64) -> Option<(u32, u64)> {
         debug_assert!(space <= self.cfg.max_peers as usize);
         // SAFETY: `space <= max_peers` (callers check the peer), and the
         // root region holds `1 + max_peers` words.
@@ -850,9 +937,14 @@ impl<S: TableStorage> Table<S> {
         let root = unsafe { st.get_unchecked(HEADER_WORDS + space) }.load(Acquire);
         // SAFETY: `lay.nodes <= lay.total <= st.len()`.
         let region = unsafe { st.get_unchecked(self.lay.nodes..) };
-        // Read at each check (no register held across the walk).
-        // SAFETY: a plain read of a field of `self`.
-        let lim = || unsafe { core::ptr::read_volatile(&self.lay.node_lim) };
+        let lim = || {
+            if HOLD_LIM {
+                self.lay.node_lim
+            } else {
+                // SAFETY: a plain read of a field of `self`.
+                unsafe { core::ptr::read_volatile(&self.lay.node_lim) }
+            }
+        };
         // `root == 0` (empty space) gives the empty node: 0 hops, all
         // entries 0, so the leaf entry is 0 (no reference).
         let node = (root >> ROOT_NODE_SHIFT) as usize;

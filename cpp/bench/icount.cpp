@@ -14,12 +14,14 @@
 //   cpair     pair through a thread cache (mcshm_cache_alloc/free)
 //   cchurn    churn through a thread cache
 //   relocate  mcshm_table_relocate over 100 ranges of 64 MiB
+//   rbatch    the same queries through mcshm_table_relocate_batch, 256 a call
 //   resolve   mcshm_table_resolve over 100 segments of 64 MiB
 //
 // Everything but the timed loop is the same for every <ops>, so the setup
 // cancels out in the difference. Exit status 1 on any error.
 #include "mooncake_shm.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -161,7 +163,18 @@ int lookupCase(const std::string& c, long ops) {
   }
   uintptr_t sink = 0;
   int32_t bad = rc;  // as in allocCase
-  if (rc == MCSHM_OK && c == "relocate") {
+  if (rc == MCSHM_OK && c == "rbatch") {
+    constexpr std::size_t kBatch = 256;  // divides kSeq
+    std::vector<mcshm_span> spans(kSeq);
+    for (std::size_t i = 0; i < kSeq; ++i) spans[i] = {qs[i].remote, kLookupLen};
+    std::vector<void*> out(kBatch);
+    for (long i = 0; i < ops; i += long(kBatch)) {
+      const std::size_t n = std::min<std::size_t>(kBatch, std::size_t(ops - i));
+      bad |= mcshm_table_relocate_batch(t, 0, &spans[std::size_t(i) % kSeq], n, out.data(),
+                                        nullptr);
+      for (std::size_t k = 0; k < n; ++k) sink ^= reinterpret_cast<uintptr_t>(out[k]);
+    }
+  } else if (rc == MCSHM_OK && c == "relocate") {
     for (long i = 0; i < ops; ++i) {
       void* out = nullptr;
       bad |= mcshm_table_relocate(t, 0, qs[std::size_t(i) % kSeq].remote, kLookupLen, &out);
@@ -185,7 +198,7 @@ int lookupCase(const std::string& c, long ops) {
 int main(int argc, char** argv) {
   if (argc != 3) {
     std::fprintf(stderr,
-                 "usage: mooncake_shm_icount pair|pair2|churn|churn2|cpair|cchurn|relocate|resolve <ops>\n");
+                 "usage: mooncake_shm_icount pair|pair2|churn|churn2|cpair|cchurn|relocate|rbatch|resolve <ops>\n");
     return 1;
   }
   const std::string c = argv[1];
@@ -198,7 +211,7 @@ int main(int argc, char** argv) {
   if (c == "pair" || c == "pair2" || c == "churn" || c == "churn2" || c == "cpair" ||
       c == "cchurn")
     return allocCase(c, ops);
-  if (c == "relocate" || c == "resolve") return lookupCase(c, ops);
+  if (c == "relocate" || c == "rbatch" || c == "resolve") return lookupCase(c, ops);
   std::fprintf(stderr, "mooncake_shm_icount: unknown case %s\n", c.c_str());
   return 1;
 }

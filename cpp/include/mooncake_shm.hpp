@@ -23,6 +23,7 @@
 
 #include "mooncake_shm.h"
 
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -605,6 +606,26 @@ public:
     }
     int try_relocate(uint32_t peer, uint64_t remote_addr, uint64_t len, void** out) const noexcept {
         return mcshm_table_relocate(handle_.get(), peer, remote_addr, len, out);
+    }
+    /// relocate() for `n` accesses to one peer in one call: `out[i]` gets the
+    /// local pointer of `spans[i]`, as relocate(peer, spans[i].addr,
+    /// spans[i].len) would give it. Returns `n` (every access translated).
+    /// Throws at the first access that fails, with its code; `out` is then
+    /// written below that access and untouched from it. Error does not say
+    /// which access failed: try_relocate_batch does. `spans` and `out` may be
+    /// nullptr only when `n` is 0, and must not overlap.
+    std::size_t relocate_batch(uint32_t peer, const mcshm_span* spans, std::size_t n,
+                               void** out) const {
+        detail::check(try_relocate_batch(peer, spans, n, out, nullptr),
+                      "mcshm_table_relocate_batch");
+        return n;
+    }
+    /// `*done` (if `done` is not nullptr) gets the number of accesses
+    /// translated: `n` on MCSHM_OK, else the index of the failing access
+    /// (0 for a bad argument); `out` is written below it, untouched from it.
+    int try_relocate_batch(uint32_t peer, const mcshm_span* spans, std::size_t n, void** out,
+                           std::size_t* done) const noexcept {
+        return mcshm_table_relocate_batch(handle_.get(), peer, spans, n, out, done);
     }
 
     bool valid() const noexcept { return handle_ != nullptr; }

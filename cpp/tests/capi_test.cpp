@@ -4,8 +4,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <set>
 #include <string>
@@ -987,6 +990,302 @@ TEST(CApi, TableBasics) {
               MCSHM_ERR_INVALID_ARGUMENT);
     EXPECT_EQ(mcshm_table_remove_remote(t, 1, 0x7f0000000000ull), MCSHM_OK);
     EXPECT_EQ(mcshm_table_relocate(t, 1, 0x7f0000000000ull, 1, &p), MCSHM_ERR_NOT_FOUND);
+}
+
+// ---- mcshm_table_relocate_batch ---------------------------------------------
+
+/// Peer 0's ranges for the batch tests: two 3-page ranges back to back
+/// (the table's granule becomes 8 KiB, so the window [kBatchB + 0x2000,
+/// kBatchB + 0x4000) is shared by both and answered through their records)
+/// and one 64 MiB range (direct entries). The local bases are only
+/// recorded, never dereferenced.
+constexpr uint64_t kBatchB = 0x7f0000100000ull;
+constexpr uint64_t kBatchBig = 0x7f0040000000ull;
+constexpr uint64_t kBatchBigLen = 64ull << 20;
+struct BatchRange {
+    uint64_t remote;
+    uint64_t len;
+    uintptr_t local;
+};
+constexpr BatchRange kBatchRanges[] = {
+    {kBatchB, 0x3000, 0x200000000000u},
+    {kBatchB + 0x3000, 0x3000, 0x210000000000u},
+    {kBatchBig, kBatchBigLen, 0x220000000000u},
+};
+constexpr uint32_t kBatchPeers = 2;  // peer 0 has the ranges, peer 1 none
+
+void* const kUnwritten = reinterpret_cast<void*>(uintptr_t{0xdeadbeefcafef00dull});
+
+/// A table with kBatchRanges registered for peer 0; asserts success.
+mcshm_table* make_batch_table() {
+    mcshm_table_config c;
+    mcshm_table_config_init(&c);
+    c.max_peers = kBatchPeers;
+    mcshm_table* t = nullptr;
+    EXPECT_EQ(mcshm_table_create(&c, &t), MCSHM_OK);
+    for (const BatchRange& r : kBatchRanges)
+        EXPECT_EQ(mcshm_table_insert_remote(t, 0, r.remote, r.len,
+                                            reinterpret_cast<void*>(r.local)),
+                  MCSHM_OK);
+    return t;
+}
+
+/// The local pointer of peer 0's address `addr` by kBatchRanges (nullptr if none).
+void* batch_local_of(uint64_t addr) {
+    for (const BatchRange& r : kBatchRanges)
+        if (addr >= r.remote && addr - r.remote < r.len)
+            return reinterpret_cast<void*>(r.local + (addr - r.remote));
+    return nullptr;
+}
+
+/// Runs the batch over `spans` on peer 0 and checks it against single calls:
+/// it must stop at the first span whose single call fails (`want_stop`,
+/// spans.size() if none), with that call's code (`want_rc`), `out` written
+/// below it and untouched from it, and `*out_done` the stop index. The same
+/// again with `out_done` NULL.
+void check_batch_against_singles(const mcshm_table* t, const std::vector<mcshm_span>& spans,
+                                 size_t want_stop, int want_rc) {
+    const size_t n = spans.size();
+    size_t stop = n;
+    int stop_rc = MCSHM_OK;
+    std::vector<void*> single(n, kUnwritten);
+    for (size_t i = 0; i < n; ++i) {
+        const int rc = mcshm_table_relocate(t, 0, spans[i].addr, spans[i].len, &single[i]);
+        if (rc != MCSHM_OK) {
+            stop = i;
+            stop_rc = rc;
+            break;
+        }
+        EXPECT_EQ(single[i], batch_local_of(spans[i].addr)) << "single call, span " << i;
+    }
+    ASSERT_EQ(stop, want_stop) << "single calls";
+    ASSERT_EQ(stop_rc, want_rc) << "single calls";
+
+    for (bool with_done : {true, false}) {
+        SCOPED_TRACE(with_done ? "out_done given" : "out_done NULL");
+        size_t done = 12345;
+        std::vector<void*> out(n + 1, kUnwritten);  // one more: nothing past n is written
+        const int rc = mcshm_table_relocate_batch(t, 0, spans.data(), n, out.data(),
+                                                  with_done ? &done : nullptr);
+        EXPECT_EQ(rc, want_rc) << mcshm_strerror(rc);
+        EXPECT_EQ(done, with_done ? want_stop : 12345u);
+        for (size_t i = 0; i <= n; ++i) {
+            if (i < want_stop)
+                EXPECT_EQ(out[i], single[i]) << "span " << i;
+            else
+                EXPECT_EQ(out[i], kUnwritten) << "span " << i << " must be untouched";
+        }
+    }
+}
+
+TEST(CApi, TableRelocateBatchMatchesSingleCalls) {
+    mcshm_table* t = make_batch_table();
+    ASSERT_NE(t, nullptr);
+    TableGuard g{t};
+    const std::vector<mcshm_span> mixed = {
+        {kBatchBig + 0x10, 16},              // direct entry
+        {kBatchB + 0x2fff, 1},               // shared window: record of the first range
+        {kBatchB + 0x3000, 0x3000},          // shared window: all of the second range
+        {kBatchBig + kBatchBigLen - 1, 1},   // last byte of the big range
+        {kBatchB, 0x3000},                   // direct window, access runs past it
+        {kBatchB + 0x5fff, 0},               // len 0 inside a direct window
+        {kBatchBig + 0x2000, 0},             // len 0 at a window start
+        {kBatchBig, kBatchBigLen},           // the whole big range
+        {kBatchB + 0x1000, 0x1000},          // direct, first range
+        {kBatchBig + 0x1fff, 2},             // crosses a window of the big range
+        {kBatchBig + 0x10, 16},              // the first span again
+    };
+    check_batch_against_singles(t, mixed, mixed.size(), MCSHM_OK);
+
+    // A longer batch over all three ranges: every span stays inside its range.
+    std::vector<mcshm_span> many;
+    for (uint64_t i = 0; i < 500; ++i) {
+        const BatchRange& r = kBatchRanges[i % 3];
+        const uint64_t off = (i * 0x12345679u) % r.len;
+        const uint64_t len = std::min<uint64_t>(r.len - off, (i * 0x377) % 0x5000);
+        many.push_back({r.remote + off, len});
+    }
+    check_batch_against_singles(t, many, many.size(), MCSHM_OK);
+
+    // Peer 1 is valid but has no ranges: NOT_FOUND at the first span.
+    void* out[2] = {kUnwritten, kUnwritten};
+    size_t done = 12345;
+    EXPECT_EQ(mcshm_table_relocate_batch(t, 1, mixed.data(), 2, out, &done), MCSHM_ERR_NOT_FOUND);
+    EXPECT_EQ(done, 0u);
+    EXPECT_EQ(out[0], kUnwritten);
+    EXPECT_EQ(out[1], kUnwritten);
+}
+
+TEST(CApi, TableRelocateBatchStopsAtTheFirstFailure) {
+    mcshm_table* t = make_batch_table();
+    ASSERT_NE(t, nullptr);
+    TableGuard g{t};
+    const mcshm_span ok0{kBatchBig + 0x10, 16}, ok1{kBatchB + 0x2fff, 1},
+        ok2{kBatchB + 0x3000, 0x3000}, ok3{kBatchBig, 1};
+    // OUT_OF_BOUNDS at index 2, through a shared window's record...
+    check_batch_against_singles(t, {ok0, ok1, {kBatchB + 0x2fff, 2}, ok2, ok3}, 2,
+                                MCSHM_ERR_OUT_OF_BOUNDS);
+    // ...and past the end of the big range (a direct entry's range).
+    check_batch_against_singles(t, {ok0, ok1, {kBatchBig + kBatchBigLen - 1, 2}, ok2, ok3}, 2,
+                                MCSHM_ERR_OUT_OF_BOUNDS);
+    // NOT_FOUND: the page after the second range, a gap, an address of 2^48 or more.
+    check_batch_against_singles(t, {ok0, {kBatchB + 0x6000, 1}, ok2}, 1, MCSHM_ERR_NOT_FOUND);
+    check_batch_against_singles(t, {ok0, ok3, ok1, {kBatchB - 1, 1}}, 3, MCSHM_ERR_NOT_FOUND);
+    check_batch_against_singles(t, {{(1ull << 48) | kBatchBig, 0}, ok0}, 0, MCSHM_ERR_NOT_FOUND);
+    // The last span fails: everything before it is written.
+    check_batch_against_singles(t, {ok3, ok2, ok1, ok0, {kBatchBig + kBatchBigLen, 0}}, 4,
+                                MCSHM_ERR_NOT_FOUND);
+}
+
+TEST(CApi, TableRelocateBatchEmptyAndNullArguments) {
+    mcshm_table* t = make_batch_table();
+    ASSERT_NE(t, nullptr);
+    TableGuard g{t};
+    const mcshm_span spans[2] = {{kBatchB, 1}, {kBatchBig, 1}};
+    void* out[2] = {kUnwritten, kUnwritten};
+    size_t done = 12345;
+
+    // n == 0: NULL arrays are fine, nothing is translated.
+    EXPECT_EQ(mcshm_table_relocate_batch(t, 0, nullptr, 0, nullptr, &done), MCSHM_OK);
+    EXPECT_EQ(done, 0u);
+    done = 12345;
+    EXPECT_EQ(mcshm_table_relocate_batch(t, 0, spans, 0, out, &done), MCSHM_OK);
+    EXPECT_EQ(done, 0u);
+    EXPECT_EQ(mcshm_table_relocate_batch(t, 0, nullptr, 0, nullptr, nullptr), MCSHM_OK);
+
+    // NULL table, with or without accesses.
+    done = 12345;
+    EXPECT_EQ(mcshm_table_relocate_batch(nullptr, 0, spans, 2, out, &done),
+              MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(done, 0u);
+    done = 12345;
+    EXPECT_EQ(mcshm_table_relocate_batch(nullptr, 0, nullptr, 0, nullptr, &done),
+              MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(done, 0u);
+
+    // A NULL array with n > 0.
+    done = 12345;
+    EXPECT_EQ(mcshm_table_relocate_batch(t, 0, nullptr, 2, out, &done), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(done, 0u);
+    done = 12345;
+    EXPECT_EQ(mcshm_table_relocate_batch(t, 0, spans, 2, nullptr, &done), MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(done, 0u);
+    EXPECT_EQ(mcshm_table_relocate_batch(t, 0, spans, 1, nullptr, nullptr),
+              MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(out[0], kUnwritten);
+    EXPECT_EQ(out[1], kUnwritten);
+
+    // out_done NULL on success.
+    ASSERT_EQ(mcshm_table_relocate_batch(t, 0, spans, 2, out, nullptr), MCSHM_OK);
+    EXPECT_EQ(out[0], reinterpret_cast<void*>(kBatchRanges[0].local));
+    EXPECT_EQ(out[1], reinterpret_cast<void*>(kBatchRanges[2].local));
+}
+
+TEST(CApi, TableRelocateBatchBadPeerAndMisalignedPointers) {
+    mcshm_table* t = make_batch_table();
+    ASSERT_NE(t, nullptr);
+    TableGuard g{t};
+    const mcshm_span spans[2] = {{kBatchB, 1}, {kBatchBig, 1}};
+    void* out[2] = {kUnwritten, kUnwritten};
+    size_t done = 12345;
+
+    for (uint32_t peer : {kBatchPeers, kBatchPeers + 1, UINT32_MAX}) {
+        done = 12345;
+        EXPECT_EQ(mcshm_table_relocate_batch(t, peer, spans, 2, out, &done),
+                  MCSHM_ERR_INVALID_ARGUMENT)
+            << "peer " << peer;
+        EXPECT_EQ(done, 0u);
+        EXPECT_EQ(out[0], kUnwritten);
+        EXPECT_EQ(out[1], kUnwritten);
+        // An empty batch checks the peer too, as Table::relocate_batch does.
+        done = 12345;
+        EXPECT_EQ(mcshm_table_relocate_batch(t, peer, nullptr, 0, nullptr, &done),
+                  MCSHM_ERR_INVALID_ARGUMENT)
+            << "peer " << peer;
+        EXPECT_EQ(done, 0u);
+    }
+
+    // Misaligned out: nothing is written through it.
+    alignas(8) unsigned char raw[3 * sizeof(void*)];
+    std::memset(raw, 0xa5, sizeof raw);
+    done = 12345;
+    EXPECT_EQ(mcshm_table_relocate_batch(t, 0, spans, 2, reinterpret_cast<void**>(raw + 1), &done),
+              MCSHM_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(done, 0u);
+    for (unsigned char b : raw) EXPECT_EQ(b, 0xa5);
+
+    // Misaligned spans.
+    alignas(8) unsigned char span_raw[sizeof spans + 8];
+    std::memcpy(span_raw + 4, spans, sizeof spans);
+    done = 12345;
+    EXPECT_EQ(mcshm_table_relocate_batch(t, 0, reinterpret_cast<const mcshm_span*>(span_raw + 4),
+                                         2, out, &done),
+              MCSHM_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(done, 0u);
+    EXPECT_EQ(out[0], kUnwritten);
+
+    // Misaligned out_done: rejected (even for n == 0) and not written.
+    alignas(8) unsigned char done_raw[2 * sizeof(size_t)];
+    std::memset(done_raw, 0xa5, sizeof done_raw);
+    auto* mis_done = reinterpret_cast<size_t*>(done_raw + 1);
+    EXPECT_EQ(mcshm_table_relocate_batch(t, 0, spans, 2, out, mis_done),
+              MCSHM_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(mcshm_table_relocate_batch(t, 0, nullptr, 0, nullptr, mis_done),
+              MCSHM_ERR_INVALID_ARGUMENT);
+    for (unsigned char b : done_raw) EXPECT_EQ(b, 0xa5);
+    EXPECT_EQ(out[0], kUnwritten);
+    EXPECT_EQ(out[1], kUnwritten);
+}
+
+TEST(CApi, TableRelocateBatchOverlappingArrays) {
+    mcshm_table* t = make_batch_table();
+    ASSERT_NE(t, nullptr);
+    TableGuard g{t};
+    const std::vector<mcshm_span> want = {{kBatchB, 1}, {kBatchBig, 1}, {kBatchB + 0x3000, 1}};
+
+    // `out` is the spans buffer itself, or starts inside it.
+    for (size_t at : {size_t{0}, size_t{1}, size_t{2}}) {
+        std::vector<mcshm_span> spans = want;
+        size_t done = 12345;
+        EXPECT_EQ(mcshm_table_relocate_batch(t, 0, spans.data(), 3,
+                                             reinterpret_cast<void**>(&spans[at]), &done),
+                  MCSHM_ERR_INVALID_ARGUMENT)
+            << "out at spans[" << at << "]";
+        EXPECT_EQ(done, 0u);
+        EXPECT_EQ(std::memcmp(spans.data(), want.data(), 3 * sizeof(mcshm_span)), 0)
+            << "the spans must not be written";
+    }
+    // `spans` starts inside `out` (its second element).
+    {
+        void* out[8];
+        for (void*& o : out) o = kUnwritten;
+        size_t done = 12345;
+        EXPECT_EQ(mcshm_table_relocate_batch(t, 0, reinterpret_cast<const mcshm_span*>(&out[1]), 2,
+                                             out, &done),
+                  MCSHM_ERR_INVALID_ARGUMENT);
+        EXPECT_EQ(done, 0u);
+        for (void* o : out) EXPECT_EQ(o, kUnwritten);
+    }
+
+    // Adjacent arrays do not overlap: both orders are accepted.
+    struct SpansThenOut {
+        mcshm_span spans[2];
+        void* out[2];
+    };
+    struct OutThenSpans {
+        void* out[2];
+        mcshm_span spans[2];
+    };
+    static_assert(offsetof(SpansThenOut, out) == 2 * sizeof(mcshm_span), "adjacent");
+    static_assert(offsetof(OutThenSpans, spans) == 2 * sizeof(void*), "adjacent");
+    SpansThenOut a{{want[0], want[1]}, {kUnwritten, kUnwritten}};
+    EXPECT_EQ(mcshm_table_relocate_batch(t, 0, a.spans, 2, a.out, nullptr), MCSHM_OK);
+    EXPECT_EQ(a.out[0], batch_local_of(want[0].addr));
+    EXPECT_EQ(a.out[1], batch_local_of(want[1].addr));
+    OutThenSpans b{{kUnwritten, kUnwritten}, {want[1], want[2]}};
+    EXPECT_EQ(mcshm_table_relocate_batch(t, 0, b.spans, 2, b.out, nullptr), MCSHM_OK);
+    EXPECT_EQ(b.out[0], batch_local_of(want[1].addr));
+    EXPECT_EQ(b.out[1], batch_local_of(want[2].addr));
 }
 
 TEST(CApi, TableFull) {

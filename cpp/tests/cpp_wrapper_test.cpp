@@ -1,11 +1,14 @@
 // Tests of the C++ RAII layer (cpp/include/mooncake_shm.hpp).
 #include "mooncake_shm.hpp"
 
+#include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <string>
 #include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "test_util.h"
@@ -462,6 +465,94 @@ TEST(TableWrapper, RemoteRangesRelocate) {
     EXPECT_EQ(p, local + 12288);
     EXPECT_EQ(t.try_insert_remote(1, r0, 4096, local), MCSHM_OK);  // reinsert after removal
     EXPECT_EQ(t.try_remove_remote(1, r0), MCSHM_OK);
+}
+
+TEST(TableWrapper, RelocateBatch) {
+    static_assert(std::is_same_v<decltype(std::declval<const ms::Table&>().relocate_batch(
+                                     0, nullptr, 0, nullptr)),
+                                 std::size_t>);
+    static_assert(noexcept(std::declval<const ms::Table&>().try_relocate_batch(0, nullptr, 0,
+                                                                               nullptr, nullptr)));
+    ms::Table t = ms::Table::create();
+    alignas(4096) static unsigned char local[3 * 4096];
+    const uint64_t r0 = 0x7f2234560000ull;  // peer 1, 2 pages
+    const uint64_t r1 = r0 + 0x10000;       // peer 1, 1 page, after a gap
+    t.insert_remote(1, r0, 8192, local);
+    t.insert_remote(1, r1, 4096, local + 8192);
+
+    const std::vector<mcshm_span> spans = {
+        {r0, 1}, {r0 + 8191, 1}, {r1 + 4095, 1}, {r0, 8192}, {r1, 0}};
+    void* const unwritten = &t;  // any pointer no answer can equal
+    std::vector<void*> out(spans.size() + 1, unwritten);
+    EXPECT_EQ(t.relocate_batch(1, spans.data(), spans.size(), out.data()), spans.size());
+    const std::vector<void*> want = {local, local + 8191, local + 8192 + 4095, local,
+                                     local + 8192};
+    for (std::size_t i = 0; i < spans.size(); ++i) {
+        EXPECT_EQ(out[i], want[i]) << i;
+        EXPECT_EQ(out[i], t.relocate(1, spans[i].addr, spans[i].len)) << i;
+    }
+    EXPECT_EQ(out.back(), unwritten);
+    EXPECT_EQ(t.relocate_batch(1, nullptr, 0, nullptr), 0u);
+
+    // try_: the code, and in `done` how far it got.
+    std::size_t done = 99;
+    std::fill(out.begin(), out.end(), unwritten);
+    EXPECT_EQ(t.try_relocate_batch(1, spans.data(), spans.size(), out.data(), &done), MCSHM_OK);
+    EXPECT_EQ(done, spans.size());
+    EXPECT_EQ(out[2], want[2]);
+
+    // A failure at index 2: the code, the index, out written below it only.
+    const std::vector<mcshm_span> bad = {{r0 + 5, 10}, {r1, 4096}, {r0 + 8191, 2}, {r0, 1}};
+    std::fill(out.begin(), out.end(), unwritten);
+    done = 99;
+    EXPECT_EQ(t.try_relocate_batch(1, bad.data(), bad.size(), out.data(), &done),
+              MCSHM_ERR_OUT_OF_BOUNDS);
+    EXPECT_EQ(done, 2u);
+    EXPECT_EQ(out[0], local + 5);
+    EXPECT_EQ(out[1], local + 8192);
+    EXPECT_EQ(out[2], unwritten);
+    EXPECT_EQ(out[3], unwritten);
+    std::fill(out.begin(), out.end(), unwritten);
+    EXPECT_EQ(t.try_relocate_batch(1, bad.data(), bad.size(), out.data(), nullptr),
+              MCSHM_ERR_OUT_OF_BOUNDS);
+    EXPECT_EQ(out[1], local + 8192);
+    EXPECT_EQ(out[2], unwritten);
+
+    // The throwing form: the same code and the same partial output.
+    std::fill(out.begin(), out.end(), unwritten);
+    expect_error(MCSHM_ERR_OUT_OF_BOUNDS,
+                 [&] { (void)t.relocate_batch(1, bad.data(), bad.size(), out.data()); });
+    EXPECT_EQ(out[0], local + 5);
+    EXPECT_EQ(out[1], local + 8192);
+    EXPECT_EQ(out[2], unwritten);
+    try {
+        (void)t.relocate_batch(1, bad.data(), bad.size(), out.data());
+        ADD_FAILURE() << "no exception";
+    } catch (const ms::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("mcshm_table_relocate_batch"), std::string::npos)
+            << e.what();
+    }
+    expect_error(MCSHM_ERR_NOT_FOUND,
+                 [&] { (void)t.relocate_batch(2, spans.data(), spans.size(), out.data()); });
+    ms::TableConfig cfg;
+    expect_error(MCSHM_ERR_INVALID_ARGUMENT, [&] {
+        (void)t.relocate_batch(cfg.max_peers, spans.data(), spans.size(), out.data());
+    });
+    expect_error(MCSHM_ERR_NULL_ARGUMENT,
+                 [&] { (void)t.relocate_batch(1, spans.data(), spans.size(), nullptr); });
+    std::vector<mcshm_span> same = spans;  // out over the spans themselves
+    expect_error(MCSHM_ERR_INVALID_ARGUMENT, [&] {
+        (void)t.relocate_batch(1, same.data(), same.size(), reinterpret_cast<void**>(same.data()));
+    });
+
+    // An empty handle.
+    ms::Table empty;
+    done = 99;
+    EXPECT_EQ(empty.try_relocate_batch(1, spans.data(), spans.size(), out.data(), &done),
+              MCSHM_ERR_NULL_ARGUMENT);
+    EXPECT_EQ(done, 0u);
+    expect_error(MCSHM_ERR_NULL_ARGUMENT,
+                 [&] { (void)empty.relocate_batch(1, spans.data(), spans.size(), out.data()); });
 }
 
 TEST(TableWrapper, ManyRangesStayExact) {

@@ -26,5 +26,15 @@ int mooncake_shm_noexcept_check(const char* name) {
     if (rc != MCSHM_OK) return rc;
     rc = cache.try_flush();
     if (rc != MCSHM_OK) return rc;
+    mooncake::shm::Table table;
+    rc = mooncake::shm::Table::try_create(mooncake::shm::TableConfig{}, table);
+    if (rc != MCSHM_OK) return rc;
+    rc = table.try_insert_remote(0, 0x7f0000000000ull, 4096, pool.base());
+    if (rc != MCSHM_OK) return rc;
+    const mcshm_span spans[2] = {{0x7f0000000000ull, 64}, {0x7f0000000fffull, 1}};
+    void* out[2] = {nullptr, nullptr};
+    std::size_t done = 0;
+    rc = table.try_relocate_batch(0, spans, 2, out, &done);
+    if (rc != MCSHM_OK) return rc;
     return pool.try_free(off);
 }

@@ -19,7 +19,7 @@
 use arbitrary::Arbitrary;
 use core::sync::atomic::AtomicU64;
 use libfuzzer_sys::fuzz_target;
-use mooncake_shm::table::{Table, TableConfig};
+use mooncake_shm::table::{RemoteSpan, Table, TableConfig};
 use mooncake_shm::Error;
 
 const PAGE: u64 = 4096;
@@ -136,6 +136,12 @@ enum Op {
         n: u8,
         off: Off,
         len: Len,
+    },
+    /// `relocate_batch` for `peer`, each access near a live range of any
+    /// peer (or at a random address if there is none).
+    RelocateBatch {
+        peer: u8,
+        picks: Vec<(u8, Off, Len, Addr)>,
     },
 }
 
@@ -413,6 +419,42 @@ fuzz_target!(|input: Input| {
                     m.relocate(peer, a, len),
                     "{op:?}"
                 );
+            }
+            Op::RelocateBatch { peer, ref picks } => {
+                let peer = peer_of(peer);
+                let spans: Vec<RemoteSpan> = picks
+                    .iter()
+                    .map(|(n, off, len, addr)| {
+                        let addr = match m.nth_range(*n) {
+                            Some((_, r)) => r.start.wrapping_add(off.get(r.len)),
+                            None => addr.get(),
+                        };
+                        RemoteSpan {
+                            addr,
+                            len: len.get(),
+                        }
+                    })
+                    .collect();
+                let mut out = vec![usize::MAX; spans.len()];
+                let got = table.relocate_batch(peer, &spans, &mut out);
+                // The model's answers up to the first error, which stops it;
+                // a bad peer fails even an empty batch.
+                let mut want = match m.relocate(peer, 0, 0) {
+                    Err(Error::InvalidArgument) => Err((0, Error::InvalidArgument)),
+                    _ => Ok(()),
+                };
+                let mut done = spans.len();
+                for (i, s) in spans.iter().enumerate().filter(|_| want.is_ok()) {
+                    match m.relocate(peer, s.addr, s.len) {
+                        Ok(local) => assert_eq!(out[i], local, "{op:?} [{i}]"),
+                        Err(e) => {
+                            (want, done) = (Err((i, e)), i);
+                            break;
+                        }
+                    }
+                }
+                assert_eq!(got, want, "{op:?}");
+                assert!(out[done..].iter().all(|&o| o == usize::MAX), "{op:?}");
             }
             Op::RelocateLive { n, off, len } => {
                 if let Some((peer, r)) = m.nth_range(n) {

@@ -790,7 +790,9 @@ fn model_run(seed: u64, ops: usize) {
                 }
             }
             _ => {
-                // Queries: near a known range's edges, or anywhere.
+                // Queries: near a known range's edges, or anywhere. The
+                // relocations are checked once more as one batch.
+                let mut batch: Vec<(RemoteSpan, Result<usize>)> = Vec::new();
                 for _ in 0..4 {
                     let addr = if !model.is_empty() && rng.random_range(0..3) != 0 {
                         let r = model[rng.random_range(0..model.len())];
@@ -847,7 +849,11 @@ fn model_run(seed: u64, ops: usize) {
                             want,
                             "seed {seed} op {op} relocate {addr:#x}+{len:#x}"
                         );
+                        batch.push((RemoteSpan { addr, len }, want));
                     }
+                }
+                if space != 0 {
+                    check_batch(&t, space as u32 - 1, &batch);
                 }
             }
         }
@@ -873,6 +879,71 @@ fn model_run(seed: u64, ops: usize) {
         s.ranges as usize,
         model.iter().filter(|r| r.space != 0).count()
     );
+}
+
+/// `relocate_batch` over `batch`'s spans gives the expected answers up to
+/// the first expected error, stops there, and leaves the rest of `out` alone.
+fn check_batch(t: &Table<&[AtomicU64]>, peer: u32, batch: &[(RemoteSpan, Result<usize>)]) {
+    let spans: Vec<RemoteSpan> = batch.iter().map(|b| b.0).collect();
+    let mut out = vec![usize::MAX; spans.len() + 1];
+    let got = t.relocate_batch(peer, &spans, &mut out);
+    let stop = batch.iter().position(|b| b.1.is_err());
+    match stop {
+        Some(i) => assert_eq!(got, Err((i, batch[i].1.unwrap_err())), "{spans:x?}"),
+        None => assert_eq!(got, Ok(()), "{spans:x?}"),
+    }
+    let done = stop.unwrap_or(spans.len());
+    for (i, o) in out.iter().enumerate() {
+        let want = if i < done {
+            batch[i].1.unwrap()
+        } else {
+            usize::MAX
+        };
+        assert_eq!(*o, want, "out[{i}] of {spans:x?}");
+    }
+}
+
+#[test]
+fn relocate_batch_edges() {
+    let c = cfg(1, 2, 8, 16 * MIRI_NODES);
+    let words = storage(&c);
+    let t = Table::new(c, &words[..]).unwrap();
+    // Two ranges sharing a granule window (answered through their records)
+    // and a 1 MiB range (direct entries).
+    t.insert_remote(0, 0x10_0000, 0x3000, 0x7000_0000).unwrap();
+    t.insert_remote(0, 0x10_3000, 0x3000, 0x7100_0000).unwrap();
+    t.insert_remote(0, 0x4000_0000, MIB, 0x8000_0000).unwrap();
+    let span = |addr, len| RemoteSpan { addr, len };
+    let ok = [
+        (span(0x4000_0010, 16), Ok(0x8000_0010)),
+        (span(0x10_2fff, 1), Ok(0x7000_2fff)),
+        (span(0x10_3000, 0x3000), Ok(0x7100_0000)),
+        (
+            span(0x4000_0000 + MIB - 1, 1),
+            Ok(0x8000_0000 + MIB as usize - 1),
+        ),
+    ];
+    check_batch(&t, 0, &ok);
+    check_batch(&t, 0, &[]);
+    let mut errs = ok.to_vec();
+    errs.insert(2, (span(0x10_2fff, 2), Err(Error::OutOfBounds)));
+    check_batch(&t, 0, &errs);
+    errs.insert(1, (span(TOP + 0x4000_0000, 0), Err(Error::NotFound)));
+    check_batch(&t, 0, &errs);
+    // Peer 1 has no ranges; peer 2 does not exist.
+    check_batch(&t, 1, &[(span(0x4000_0000, 1), Err(Error::NotFound))]);
+    let mut out = [7usize; 2];
+    let spans = [span(0x4000_0000, 1); 2];
+    assert_eq!(
+        t.relocate_batch(2, &spans, &mut out),
+        Err((0, Error::InvalidArgument))
+    );
+    // `out` shorter than `spans`: nothing is written.
+    assert_eq!(
+        t.relocate_batch(0, &spans, &mut out[..1]),
+        Err((0, Error::InvalidArgument))
+    );
+    assert_eq!(out, [7, 7]);
 }
 
 #[test]
