@@ -18,7 +18,10 @@
 //! - a successful `alloc` is aligned (`align.max(GRANULE)`), inside the
 //!   capacity, overlaps no block the user holds, and `usable_size` is the
 //!   request rounded up to the granule (a plain block) or to its size
-//!   class (a cache's owned block, at most 1/32 more); a block from the
+//!   class (a cache's owned block, at most 1/32 more), or the smallest
+//!   size of one of the 4 classes above for a kept block the cache hands
+//!   out on a low budget (room for fewer than 8 blocks of the class); a
+//!   block from the
 //!   arena is never owned; a plain block from a cache only when the cache
 //!   owns `CACHE_BLOCKS` blocks and keeps none, or when the class rounding
 //!   could not be served;
@@ -477,8 +480,27 @@ impl<'a> Harness<'a> {
             }
             Path::Cache(k) => {
                 let ((ob, kb), nkb) = before.unwrap();
-                if owned {
-                    assert_eq!(usable, class_ceil(rsize), "usable_size of an owned block");
+                if owned && usable != class_ceil(rsize) {
+                    // A kept block of one of the 4 classes above, taken on a
+                    // low budget (room for fewer than 8 blocks of the class).
+                    let mut top = class_ceil(rsize);
+                    for _ in 0..4 {
+                        top = class_ceil(top + GRANULE);
+                    }
+                    self.slot(k).out_owned += 1;
+                    let (oa, ka) = self.counts(k);
+                    let room = self.slot(k).max_bytes - kb;
+                    assert!(
+                        usable == class_ceil(usable)
+                            && usable > class_ceil(rsize)
+                            && usable <= top
+                            && (oa, ka) == (ob, kb - usable)
+                            && self.kept_blocks(k) + 1 == nkb
+                            && room < 8 * class_ceil(rsize),
+                        "owned block of {usable} for {rsize} (room {room}, cache {k}: \
+                         ({ob}, {kb}) -> ({oa}, {ka}))"
+                    );
+                } else if owned {
                     self.slot(k).out_owned += 1;
                 } else {
                     assert_eq!(usable, rsize, "usable_size of a cache's plain block");

@@ -43,6 +43,14 @@ const TABLE_LOG2: u32 = 10;
 const TABLE: usize = 1 << TABLE_LOG2;
 const _: () =
     assert!(TABLE >= 2 * CACHE_BLOCKS && CACHE_BLOCKS % 64 == 0 && CACHE_BLOCKS < NONE as usize);
+/// How many classes above its own a request may take a kept block from
+/// when its own stack is empty and the budget is low (see
+/// [`ThreadCache::alloc`]): at most 5/32 of the size's power of two more
+/// than asked, with the rounding of a new block.
+const REACH: usize = 4;
+/// "Low budget" for that: room for fewer than this many more blocks of the
+/// request's size.
+const LOW_ROOM: u64 = 8;
 /// Words of the bit set of used entries.
 const USED_WORDS: usize = CACHE_BLOCKS / 64;
 
@@ -197,6 +205,28 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         Some(offset)
     }
 
+    /// A kept block of one of the [`REACH`] classes above `class` (the
+    /// first that has one, suitably aligned) for a request of `rsize` bytes
+    /// of that class. The block stays in its own class: freed, it goes back
+    /// to that class's stack.
+    fn alloc_kept_above(&mut self, class: usize, rsize: u64, align: u64) -> Option<u64> {
+        for c in class + 1..=(class + REACH).min(CLASSES - 1) {
+            let b = self.heads[c];
+            if b == NONE || self.blk(b).offset & (align - 1) != 0 {
+                continue;
+            }
+            let Block {
+                offset, size, next, ..
+            } = *self.blk(b);
+            debug_assert!(size >= rsize);
+            self.heads[c] = next;
+            self.blk_mut(b).kept = false;
+            self.room += size;
+            return Some(offset);
+        }
+        None
+    }
+
     /// Takes a free of an owned, handed-out block into its class stack if
     /// the byte budget allows; `false`, changing nothing, otherwise. No
     /// calls, no panics.
@@ -230,11 +260,25 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     /// the request's (at most 1/32 more than asked, as a block from the
     /// arena's quick slots may be), so that once freed it serves every
     /// request that rounds up to that class.
+    ///
+    /// When the request's own class keeps no block and the budget has room
+    /// for fewer than 8 more blocks of its size (`LOW_ROOM`), a kept block of
+    /// one of the 4 classes above (`REACH`) serves it first: a new block
+    /// would then most likely go back to the source when freed (over the
+    /// budget), two locked calls instead of none. Such a block is larger
+    /// than asked (by at most 5/32 of the size's power of two), and
+    /// [`Arena::usable_size`] says by how much.
     pub fn alloc(&mut self, size: u64, align: u64) -> Result<u64> {
         if let Some(off) = self.alloc_kept(size, align) {
             return Ok(off);
         }
-        let (rsize, _) = request(size, align, MAX_CAPACITY)?;
+        let (rsize, ralign) = request(size, align, MAX_CAPACITY)?;
+        let want = class_ceil(rsize);
+        if self.room < LOW_ROOM.saturating_mul(want) {
+            if let Some(off) = self.alloc_kept_above(class_search(rsize), rsize, ralign) {
+                return Ok(off);
+            }
+        }
         if self.owned == CACHE_BLOCKS {
             self.give_back_one()?;
         }
@@ -242,7 +286,6 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
             // Every entry is handed out: a plain block, freed by the source.
             return self.alloc_from_source(size, align, false);
         }
-        let want = class_ceil(rsize);
         debug_assert_eq!(class_of(want), class_search(rsize));
         let off = match self.alloc_from_source(want, align, true) {
             Ok(off) => off,
@@ -601,6 +644,53 @@ mod tests {
         c.free(y).unwrap();
         c.check();
         drop(c);
+        assert_eq!(a.stats().live, 0);
+        a.check_invariants();
+    }
+
+    #[test]
+    fn low_budget_takes_a_kept_block_from_above() {
+        let a = arena(64 << 20, 256);
+        // Puts the cache's first block off page alignment.
+        let pad = a.alloc(64, 0).unwrap();
+        // 32-64 KiB: one class per KiB. A 40 KiB block, kept.
+        let block = class_ceil(40 << 10);
+        let setup = |c: &mut ThreadCache<'_, A>| {
+            let x = c.alloc(40 << 10, 0).unwrap();
+            c.free(x).unwrap();
+            assert_eq!(c.kept_bytes(), block);
+            x
+        };
+        // Budget for one block: low. Two classes below takes the kept
+        // block; it goes back to its own stack when freed.
+        let mut c = ThreadCache::new(&a, block);
+        let x = setup(&mut c);
+        assert_ne!(x % 4096, 0);
+        assert_eq!(c.alloc(38 << 10, 0), Ok(x));
+        assert_eq!((c.owned_blocks(), a.stats().live), (1, 2));
+        c.free(x).unwrap();
+        assert_eq!(c.alloc(40 << 10, 0), Ok(x));
+        c.free(x).unwrap();
+        // Misaligned, or more than REACH classes below: a new block.
+        let y = c.alloc(38 << 10, 4096).unwrap();
+        assert_ne!(y, x);
+        c.free(y).unwrap();
+        let y = c.alloc(34 << 10, 0).unwrap();
+        assert_ne!(y, x);
+        assert_eq!(c.owned_blocks(), 2);
+        c.free(y).unwrap();
+        c.check();
+        drop(c);
+        // Room for LOW_ROOM more such blocks: a new block of its own class.
+        let mut c = ThreadCache::new(&a, block * (LOW_ROOM + 1));
+        let x = setup(&mut c);
+        let y = c.alloc(38 << 10, 0).unwrap();
+        assert_ne!(y, x);
+        assert_eq!(a.usable_size(y), Ok(class_ceil(38 << 10)));
+        c.free(y).unwrap();
+        c.check();
+        drop(c);
+        a.free(pad).unwrap();
         assert_eq!(a.stats().live, 0);
         a.check_invariants();
     }
