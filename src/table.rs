@@ -714,9 +714,11 @@ impl<S: TableStorage> Table<S> {
     /// written to `out`, up to the first access that needs more (an error
     /// or a record): the number answered.
     ///
-    /// No calls in the loop, so the compiler keeps the table's invariants
-    /// (storage, node region and limit, root slot) in registers across it.
-    #[inline(always)]
+    /// No calls in the loop, and a function of its own (not inlined into a
+    /// caller with values of its own to keep), so the compiler keeps the
+    /// table's invariants (storage, node region and limit, root slot) in
+    /// registers across it.
+    #[inline(never)]
     fn relocate_direct_run(&self, peer: u32, spans: &[RemoteSpan], out: &mut [usize]) -> usize {
         debug_assert!(peer < self.cfg.max_peers && out.len() >= spans.len());
         let space = peer as usize + 1;
