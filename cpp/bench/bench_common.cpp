@@ -305,6 +305,14 @@ void benchInit(const char* bench, int argc, char** argv) {
               cmd.c_str());
 }
 
+__attribute__((noinline)) int32_t callFloor(const void* t, uint32_t, uint64_t addr, uint64_t len,
+                                           void** out) {
+  const uintptr_t tp = reinterpret_cast<uintptr_t>(t), op = reinterpret_cast<uintptr_t>(out);
+  if (tp == 0 || op == 0 || ((tp | op) & 7) != 0) return MCSHM_ERR_NULL_ARGUMENT;
+  *out = reinterpret_cast<void*>(uintptr_t(addr + len));
+  return MCSHM_OK;
+}
+
 std::size_t countLeftovers() {
   const std::string a = "mooncake_" + std::to_string(::getpid()) + "_";
   const std::string b = "mcshm_bench_" + std::to_string(::getpid()) + "_";

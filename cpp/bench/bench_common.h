@@ -29,6 +29,12 @@ inline void doNotOptimize(const T& v) {
 }
 inline void clobberMemory() { asm volatile("" : : : "memory"); }
 
+// What one out-of-line call costs a lookup loop before any lookup: the
+// pointer checks of the C ABI's lookups (handle and out non-null and
+// 8-aligned) and one store, `*out = addr + len`. Defined in
+// bench_common.cpp and never inlined, so each use is a real call.
+int32_t callFloor(const void* t, uint32_t peer, uint64_t addr, uint64_t len, void** out);
+
 // ------------------------------------------------------------- statistics --
 
 struct Stats {

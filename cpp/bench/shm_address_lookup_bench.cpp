@@ -5,6 +5,8 @@
 //   map      std::map upper_bound on the remote base, same lock (O(log n))
 //   relocate mcshm_table_relocate(peer, remote_addr, len)  (Rust, O(1))
 //   batch    mcshm_table_relocate_batch: one call per --batch queries
+//   floor    a reference: an out-of-line call that checks its pointers as
+//            the lookups do and stores one result, and does nothing else
 //   resolve  mcshm_table_resolve(segment_id, offset, len)  (Rust, O(1))
 //
 // Segments are REAL shm objects (baseline allocate, never touched) given
@@ -59,7 +61,7 @@ struct Query {
 };
 
 struct Medians {
-  double linear = 0, map = 0, relocate = 0, resolve = 0, batch = 0;
+  double linear = 0, map = 0, relocate = 0, resolve = 0, batch = 0, floor = 0;
 };
 
 // Times passes over the queries in batches; appends per-lookup batch means.
@@ -204,6 +206,11 @@ RunStatus runCount(Report& rep, uint32_t count, bool cold_miss, Medians& med) {
     mcshm_table_relocate(tp, 0, q.remote_addr, len, &out);
     return out;
   };
+  auto fFloor = [&](const Query& q) {
+    void* out = nullptr;
+    mcshm_bench::callFloor(tp, 0, q.remote_addr, len, &out);
+    return out;
+  };
   auto fResolve = [&](const Query& q) {
     void* out = nullptr;
     mcshm_table_resolve(tp, q.seg, q.offset, len, &out);
@@ -260,7 +267,7 @@ RunStatus runCount(Report& rep, uint32_t count, bool cold_miss, Medians& med) {
   // round one strategy later, so that each follows every other equally
   // often (a pass leaves the caches warm for the data it shares with the
   // next one, and cold after the linear scan at large counts).
-  std::vector<double> s_lin, s_map, s_rel, s_res, s_batch;
+  std::vector<double> s_lin, s_map, s_rel, s_res, s_batch, s_floor;
   uintptr_t sink = 0;
   bool batch_ok = true;
   const std::function<void()> strategies[] = {
@@ -269,6 +276,7 @@ RunStatus runCount(Report& rep, uint32_t count, bool cold_miss, Medians& med) {
       [&] { timePass(qs, batch, s_rel, sink, fRelocate); },
       [&] { timePass(qs, batch, s_res, sink, fResolve); },
       [&] { batch_ok &= timeBatchPass(tp, spans, batch, outs, s_batch, sink); },
+      [&] { timePass(qs, batch, s_floor, sink, fFloor); },
   };
   const std::size_t n_strategies = rust_ok ? std::size(strategies) : 2;
   const uint64_t start = nowNs();
@@ -307,6 +315,7 @@ RunStatus runCount(Report& rep, uint32_t count, bool cold_miss, Medians& med) {
     med.relocate = row("mcshm_table_relocate (peer, addr)", s_rel, med.linear);
     med.resolve = row("mcshm_table_resolve (id, offset)", s_res, med.linear);
     med.batch = row("mcshm_table_relocate_batch (per address)", s_batch, med.linear);
+    med.floor = row("reference: empty call (pointer checks)", s_floor, 0);
   }
 
   // Baseline miss path: open (never create) + fstat + mmap + insert.
@@ -388,6 +397,7 @@ int main(int argc, char** argv) {
       rep.summary("speedup_relocate_vs_linear" + sfx, m.linear / m.relocate, "x");
       rep.summary("relocate_batch_median_ns" + sfx, m.batch, "ns");
       rep.summary("speedup_relocate_batch_vs_linear" + sfx, m.linear / m.batch, "x");
+      rep.summary("call_floor_median_ns" + sfx, m.floor, "ns");
     }
     if (st == kFatal) break;
   }
@@ -395,6 +405,8 @@ int main(int argc, char** argv) {
            "all batches of all passes; strategies alternate pass by pass, each round starting one "
            "strategy later");
   rep.note("speedup column: linear scan median / row median");
+  rep.note("reference row: an out-of-line call with the lookups' pointer checks and one store, "
+           "and no lookup: what one call per address costs this loop before any lookup work");
   rep.note("remote bases are synthetic: random non-overlapping, size-aligned slots in a "
            "46-bit space (peer 0); lookup length " + std::to_string(FLAGS_lookup_len) + " B");
 
