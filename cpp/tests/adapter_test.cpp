@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <string>
@@ -284,6 +285,31 @@ TEST(Adapter, RegisterRemoteAndRelocateSameProcess) {
         EXPECT_NE(peer.relocate(a, 2, target), MCSHM_OK);
         EXPECT_EQ(a, addr_of(b.addr) + b.length - 1);
     }
+    // The whole set in one batch: the same answers; then a batch that runs
+    // past the end of its sixth buffer stops there.
+    std::vector<mcshm_span> spans;
+    for (const auto& b : bufs) spans.push_back({addr_of(b.addr), b.length});
+    std::vector<void*> out(kBufs + 1, nullptr);
+    size_t done = 99;
+    ASSERT_EQ(peer.relocateBatch(target, spans.data(), spans.size(), out.data(), &done), MCSHM_OK);
+    EXPECT_EQ(done, size_t(kBufs));
+    for (int i = 0; i < kBufs; ++i) {
+        uint64_t want = addr_of(bufs[i].addr);
+        ASSERT_EQ(peer.relocate(want, bufs[i].length, target), MCSHM_OK);
+        EXPECT_EQ(addr_of(out[i]), want) << "buffer " << i;
+    }
+    EXPECT_EQ(out[kBufs], nullptr);
+    spans[5].len += 1;
+    std::fill(out.begin(), out.end(), nullptr);
+    EXPECT_EQ(peer.relocateBatch(target, spans.data(), spans.size(), out.data(), &done),
+              MCSHM_ERR_OUT_OF_BOUNDS);
+    EXPECT_EQ(done, 5u);
+    EXPECT_NE(out[4], nullptr);
+    EXPECT_EQ(out[5], nullptr);
+    EXPECT_EQ(peer.relocateBatch(1u << 20, spans.data(), 1, out.data(), &done),
+              MCSHM_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(done, 0u);
+
     uint64_t a = addr_of(bufs[0].addr);
     EXPECT_NE(peer.relocate(a, 1, target + 1), MCSHM_OK) << "unknown target";
     a = 0x10000000;
@@ -351,6 +377,13 @@ TEST(Adapter, RelocateBeforeAnyRegistration) {
     uint64_t a = 0x7f0000000000ull;
     EXPECT_EQ(ad.relocate(a, 1, 0), MCSHM_ERR_NOT_FOUND);
     EXPECT_EQ(a, 0x7f0000000000ull);
+    const mcshm_span span{a, 1};
+    void* out = nullptr;
+    size_t done = 7;
+    EXPECT_EQ(ad.relocateBatch(0, &span, 1, &out, &done), MCSHM_ERR_NOT_FOUND);
+    EXPECT_EQ(done, 0u);
+    EXPECT_EQ(out, nullptr);
+    EXPECT_EQ(ad.relocateBatch(0, nullptr, 0, nullptr, &done), MCSHM_OK);
 }
 
 TEST(Adapter, RelocateWithLookupMissPath) {
