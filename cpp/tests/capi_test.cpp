@@ -1030,6 +1030,14 @@ mcshm_table* make_batch_table() {
     return t;
 }
 
+/// The batch tests' table (make_batch_table), destroyed after each test.
+class TableRelocateBatch : public ::testing::Test {
+protected:
+    void SetUp() override { ASSERT_NE(t = make_batch_table(), nullptr); }
+    void TearDown() override { mcshm_table_destroy(t); }
+    mcshm_table* t = nullptr;
+};
+
 /// The local pointer of peer 0's address `addr` by kBatchRanges (nullptr if none).
 void* batch_local_of(uint64_t addr) {
     for (const BatchRange& r : kBatchRanges)
@@ -1078,10 +1086,7 @@ void check_batch_against_singles(const mcshm_table* t, const std::vector<mcshm_s
     }
 }
 
-TEST(CApi, TableRelocateBatchMatchesSingleCalls) {
-    mcshm_table* t = make_batch_table();
-    ASSERT_NE(t, nullptr);
-    TableGuard g{t};
+TEST_F(TableRelocateBatch, MatchesSingleCalls) {
     const std::vector<mcshm_span> mixed = {
         {kBatchBig + 0x10, 16},              // direct entry
         {kBatchB + 0x2fff, 1},               // shared window: record of the first range
@@ -1112,14 +1117,10 @@ TEST(CApi, TableRelocateBatchMatchesSingleCalls) {
     size_t done = 12345;
     EXPECT_EQ(mcshm_table_relocate_batch(t, 1, mixed.data(), 2, out, &done), MCSHM_ERR_NOT_FOUND);
     EXPECT_EQ(done, 0u);
-    EXPECT_EQ(out[0], kUnwritten);
-    EXPECT_EQ(out[1], kUnwritten);
+    for (void* o : out) EXPECT_EQ(o, kUnwritten);
 }
 
-TEST(CApi, TableRelocateBatchStopsAtTheFirstFailure) {
-    mcshm_table* t = make_batch_table();
-    ASSERT_NE(t, nullptr);
-    TableGuard g{t};
+TEST_F(TableRelocateBatch, StopsAtTheFirstFailure) {
     const mcshm_span ok0{kBatchBig + 0x10, 16}, ok1{kBatchB + 0x2fff, 1},
         ok2{kBatchB + 0x3000, 0x3000}, ok3{kBatchBig, 1};
     // OUT_OF_BOUNDS at index 2, through a shared window's record...
@@ -1137,10 +1138,7 @@ TEST(CApi, TableRelocateBatchStopsAtTheFirstFailure) {
                                 MCSHM_ERR_NOT_FOUND);
 }
 
-TEST(CApi, TableRelocateBatchEmptyAndNullArguments) {
-    mcshm_table* t = make_batch_table();
-    ASSERT_NE(t, nullptr);
-    TableGuard g{t};
+TEST_F(TableRelocateBatch, EmptyAndNullArguments) {
     const mcshm_span spans[2] = {{kBatchB, 1}, {kBatchBig, 1}};
     void* out[2] = {kUnwritten, kUnwritten};
     size_t done = 12345;
@@ -1172,8 +1170,7 @@ TEST(CApi, TableRelocateBatchEmptyAndNullArguments) {
     EXPECT_EQ(done, 0u);
     EXPECT_EQ(mcshm_table_relocate_batch(t, 0, spans, 1, nullptr, nullptr),
               MCSHM_ERR_NULL_ARGUMENT);
-    EXPECT_EQ(out[0], kUnwritten);
-    EXPECT_EQ(out[1], kUnwritten);
+    for (void* o : out) EXPECT_EQ(o, kUnwritten);
 
     // out_done NULL on success.
     ASSERT_EQ(mcshm_table_relocate_batch(t, 0, spans, 2, out, nullptr), MCSHM_OK);
@@ -1181,10 +1178,7 @@ TEST(CApi, TableRelocateBatchEmptyAndNullArguments) {
     EXPECT_EQ(out[1], reinterpret_cast<void*>(kBatchRanges[2].local));
 }
 
-TEST(CApi, TableRelocateBatchBadPeerAndMisalignedPointers) {
-    mcshm_table* t = make_batch_table();
-    ASSERT_NE(t, nullptr);
-    TableGuard g{t};
+TEST_F(TableRelocateBatch, BadPeerAndMisalignedPointers) {
     const mcshm_span spans[2] = {{kBatchB, 1}, {kBatchBig, 1}};
     void* out[2] = {kUnwritten, kUnwritten};
     size_t done = 12345;
@@ -1195,8 +1189,7 @@ TEST(CApi, TableRelocateBatchBadPeerAndMisalignedPointers) {
                   MCSHM_ERR_INVALID_ARGUMENT)
             << "peer " << peer;
         EXPECT_EQ(done, 0u);
-        EXPECT_EQ(out[0], kUnwritten);
-        EXPECT_EQ(out[1], kUnwritten);
+        for (void* o : out) EXPECT_EQ(o, kUnwritten);
         // An empty batch checks the peer too, as Table::relocate_batch does.
         done = 12345;
         EXPECT_EQ(mcshm_table_relocate_batch(t, peer, nullptr, 0, nullptr, &done),
@@ -1233,14 +1226,10 @@ TEST(CApi, TableRelocateBatchBadPeerAndMisalignedPointers) {
     EXPECT_EQ(mcshm_table_relocate_batch(t, 0, nullptr, 0, nullptr, mis_done),
               MCSHM_ERR_INVALID_ARGUMENT);
     for (unsigned char b : done_raw) EXPECT_EQ(b, 0xa5);
-    EXPECT_EQ(out[0], kUnwritten);
-    EXPECT_EQ(out[1], kUnwritten);
+    for (void* o : out) EXPECT_EQ(o, kUnwritten);
 }
 
-TEST(CApi, TableRelocateBatchOverlappingArrays) {
-    mcshm_table* t = make_batch_table();
-    ASSERT_NE(t, nullptr);
-    TableGuard g{t};
+TEST_F(TableRelocateBatch, OverlappingArrays) {
     const std::vector<mcshm_span> want = {{kBatchB, 1}, {kBatchBig, 1}, {kBatchB + 0x3000, 1}};
 
     // `out` is the spans buffer itself, or starts inside it.
