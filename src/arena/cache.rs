@@ -45,8 +45,9 @@ const _: () =
     assert!(TABLE >= 2 * CACHE_BLOCKS && CACHE_BLOCKS % 64 == 0 && CACHE_BLOCKS < NONE as usize);
 /// How many classes above its own a request may take a kept block from
 /// when its own stack is empty and the budget is low (see
-/// [`ThreadCache::alloc`]): at most 5/32 of the size's power of two more
-/// than asked, with the rounding of a new block.
+/// [`ThreadCache::alloc`]): at most 5/32 more than asked, with the
+/// rounding of a new block (4 granules below 32 granules, where classes
+/// are exact).
 const REACH: usize = 4;
 /// "Low budget" for that: room for fewer than this many more blocks of the
 /// request's size.
@@ -266,7 +267,7 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     /// one of the 4 classes above (`REACH`) serves it first: a new block
     /// would then most likely go back to the source when freed (over the
     /// budget), two locked calls instead of none. Such a block is larger
-    /// than asked (by at most 5/32 of the size's power of two), and
+    /// than asked (by at most 5/32, or 4 granules for small requests), and
     /// [`Arena::usable_size`] says by how much.
     pub fn alloc(&mut self, size: u64, align: u64) -> Result<u64> {
         if let Some(off) = self.alloc_kept(size, align) {
