@@ -34,39 +34,12 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+
+mod common;
+use common::{align_ok, align_up, class_ceil, Align, Capacity, Size};
 use mooncake_shm::arena::{Arena, ArenaSlot, ArenaStats, GRANULE, MAX_CAPACITY, RECENT_FREES};
 use mooncake_shm::Error;
 use std::collections::{BTreeMap, VecDeque};
-
-#[derive(Arbitrary, Debug)]
-enum Capacity {
-    /// Granules: small arenas fill up quickly.
-    Granules(u16),
-    Bytes(u32),
-    Pow2(u8),
-    /// Anything, including zero and values above `MAX_CAPACITY`.
-    Raw(u64),
-}
-
-#[derive(Arbitrary, Debug)]
-enum Size {
-    Tiny(u8),
-    Medium(u16),
-    /// `2^k` plus a small signed delta (class boundaries).
-    Pow2(u8, i8),
-    /// A fraction (of 65536) of the capacity.
-    Frac(u16),
-    /// Capacity plus a small signed delta.
-    NearCap(i8),
-    Raw(u64),
-}
-
-#[derive(Arbitrary, Debug)]
-enum Align {
-    Default,
-    Pow2(u8),
-    Raw(u64),
-}
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -92,22 +65,6 @@ struct Input {
     capacity: Capacity,
     max_blocks: u8,
     ops: Vec<Op>,
-}
-
-fn align_up(x: u64, a: u64) -> u64 {
-    (x + (a - 1)) & !(a - 1)
-}
-
-/// `size` (a multiple of the granule) rounded up to its TLSF class boundary:
-/// 32 linear classes per power of two, exact below 32 granules.
-fn round_to_class(size: u64) -> u64 {
-    let u = size / GRANULE;
-    if u < 32 {
-        return size;
-    }
-    let f = 63 - u.leading_zeros();
-    let m = (1u64 << (f - 5)) - 1;
-    ((u + m) & !m) * GRANULE
 }
 
 struct Model {
@@ -186,12 +143,7 @@ impl Model {
 }
 
 fuzz_target!(|input: Input| {
-    let raw_cap = match input.capacity {
-        Capacity::Granules(g) => g as u64 * GRANULE,
-        Capacity::Bytes(b) => b as u64,
-        Capacity::Pow2(k) => 1u64 << (k % 64),
-        Capacity::Raw(r) => r,
-    };
+    let raw_cap = input.capacity.bytes();
     let max_blocks = (input.max_blocks as usize % 64) + 1;
     let mut storage = vec![ArenaSlot::EMPTY; Arena::<&mut [ArenaSlot]>::slots_for(max_blocks)];
     let cap = raw_cap & !(GRANULE - 1);
@@ -225,25 +177,12 @@ fuzz_target!(|input: Input| {
 
     for op in input.ops.iter().take(512) {
         match *op {
-            Op::Alloc(ref size, ref align) => {
-                let size = match *size {
-                    Size::Tiny(s) => s as u64,
-                    Size::Medium(s) => s as u64,
-                    Size::Pow2(k, d) => (1u64 << (k % 64)).wrapping_add(d as i64 as u64),
-                    Size::Frac(f) => ((cap as u128 * f as u128) >> 16) as u64,
-                    Size::NearCap(d) => cap.wrapping_add(d as i64 as u64),
-                    Size::Raw(r) => r,
-                };
-                let align = match *align {
-                    Align::Default => 0,
-                    Align::Pow2(k) => 1u64 << (k % 14),
-                    Align::Raw(r) => r,
-                };
+            Op::Alloc(size, align) => {
+                let (size, align) = (size.bytes(cap), align.bytes());
                 let before = arena.stats();
                 let res = arena.alloc(size, align);
                 let eff_align = align.max(GRANULE);
-                let align_ok = align == 0
-                    || (align.is_power_of_two() && align <= Arena::<&mut [ArenaSlot]>::MAX_ALIGN);
+                let align_ok = align_ok(align);
                 match res {
                     Ok(o) => {
                         assert!(size != 0 && size <= cap && align_ok, "bad args accepted");
@@ -277,7 +216,7 @@ fuzz_target!(|input: Input| {
                         } else if align <= GRANULE {
                             let rsize = align_up(size, GRANULE);
                             assert!(
-                                before.largest_free < round_to_class(rsize),
+                                before.largest_free < class_ceil(rsize),
                                 "Exhausted for {rsize} with a free block of {}",
                                 before.largest_free
                             );

@@ -57,6 +57,9 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+
+mod common;
+use common::{align_up, class_ceil, request_error, Align, Capacity, Size};
 use mooncake_shm::arena::{Arena, ArenaSlot, ThreadCache, CACHE_BLOCKS, GRANULE, MAX_CAPACITY};
 use mooncake_shm::Error;
 use std::collections::{BTreeMap, VecDeque};
@@ -74,16 +77,6 @@ const MAX_ALLOCS: usize = 3 * CACHE_BLOCKS;
 const RECENT: usize = 128;
 
 #[derive(Arbitrary, Debug)]
-enum Capacity {
-    /// Granules: small arenas fill up quickly.
-    Granules(u16),
-    Bytes(u32),
-    Pow2(u8),
-    /// Anything, including zero and values above `MAX_CAPACITY`.
-    Raw(u64),
-}
-
-#[derive(Arbitrary, Debug)]
 enum Records {
     /// 1-64 records: `MetadataFull` comes soon.
     Few(u8),
@@ -99,27 +92,6 @@ enum Budget {
     /// A fraction (of 256) of the capacity.
     Frac(u8),
     Unlimited,
-}
-
-#[derive(Arbitrary, Debug, Clone, Copy)]
-enum Size {
-    Tiny(u8),
-    Medium(u16),
-    /// `2^k` plus a small signed delta (class boundaries).
-    Pow2(u8, i8),
-    /// A fraction (of 65536) of the capacity.
-    Frac(u16),
-    /// Capacity plus a small signed delta.
-    NearCap(i8),
-    Raw(u64),
-}
-
-#[derive(Arbitrary, Debug, Clone, Copy)]
-enum Align {
-    Default,
-    /// `2^(k % 14)`: up to twice `MAX_ALIGN`.
-    Pow2(u8),
-    Raw(u64),
 }
 
 /// Who allocates: `k % 8` is 0-5 for cache `k % 2` (the arena if that
@@ -184,38 +156,6 @@ struct Input {
     ops: Vec<Op>,
 }
 
-/// `x` rounded up to `a` (wrapping: only meaningful for valid requests).
-fn align_up(x: u64, a: u64) -> u64 {
-    x.wrapping_add(a - 1) & !(a - 1)
-}
-
-/// `size` (a multiple of the granule) rounded up to its TLSF class boundary:
-/// 32 linear classes per power of two, exact below 32 granules. A new owned
-/// block of a cache has this size.
-fn class_ceil(size: u64) -> u64 {
-    let u = size / GRANULE;
-    if u < 32 {
-        return size;
-    }
-    let f = 63 - u.leading_zeros();
-    let m = (1u64 << (f - 5)) - 1;
-    ((u + m) & !m) * GRANULE
-}
-
-/// The error `Arena::alloc` gives for these arguments, if any.
-fn request_error(size: u64, align: u64, cap: u64) -> Option<Error> {
-    let align_ok = align == 0 || (align.is_power_of_two() && align <= A::MAX_ALIGN);
-    if size == 0 {
-        Some(Error::ZeroSize)
-    } else if !align_ok {
-        Some(Error::BadAlignment)
-    } else if size > cap {
-        Some(Error::TooLarge)
-    } else {
-        None
-    }
-}
-
 fn budget(b: Budget, cap: u64) -> u64 {
     match b {
         Budget::Zero => 0,
@@ -223,25 +163,6 @@ fn budget(b: Budget, cap: u64) -> u64 {
         Budget::Pow2(k) => 1u64 << (k % 64),
         Budget::Frac(f) => ((cap as u128 * f as u128) >> 8) as u64,
         Budget::Unlimited => u64::MAX,
-    }
-}
-
-fn size_from(s: Size, cap: u64) -> u64 {
-    match s {
-        Size::Tiny(s) => s as u64,
-        Size::Medium(s) => s as u64,
-        Size::Pow2(k, d) => (1u64 << (k % 64)).wrapping_add(d as i64 as u64),
-        Size::Frac(f) => ((cap as u128 * f as u128) >> 16) as u64,
-        Size::NearCap(d) => cap.wrapping_add(d as i64 as u64),
-        Size::Raw(r) => r,
-    }
-}
-
-fn align_from(a: Align) -> u64 {
-    match a {
-        Align::Default => 0,
-        Align::Pow2(k) => 1u64 << (k % 14),
-        Align::Raw(r) => r,
     }
 }
 
@@ -662,12 +583,12 @@ impl<'a> Harness<'a> {
             Op::Alloc(w, size, align) => {
                 if self.allocs < MAX_ALLOCS {
                     let path = self.who(w);
-                    let _ = self.alloc(path, size_from(size, self.cap), align_from(align));
+                    let _ = self.alloc(path, size.bytes(self.cap), align.bytes());
                 }
             }
             Op::AllocMany(w, count, size, align) => {
                 let path = self.who(w);
-                let (size, align) = (size_from(size, self.cap), align_from(align));
+                let (size, align) = (size.bytes(self.cap), align.bytes());
                 for _ in 0..=count {
                     if self.allocs >= MAX_ALLOCS || self.alloc(path, size, align).is_err() {
                         break;
@@ -773,12 +694,7 @@ impl<'a> Harness<'a> {
 }
 
 fuzz_target!(|input: Input| {
-    let raw_cap = match input.capacity {
-        Capacity::Granules(g) => g as u64 * GRANULE,
-        Capacity::Bytes(b) => b as u64,
-        Capacity::Pow2(k) => 1u64 << (k % 64),
-        Capacity::Raw(r) => r,
-    };
+    let raw_cap = input.capacity.bytes();
     let max_blocks = match input.records {
         Records::Few(n) => 1 + n as usize % 64,
         Records::Many(n) => 1 + n as usize % 2048,

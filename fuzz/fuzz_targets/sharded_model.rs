@@ -22,6 +22,9 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+
+mod common;
+use common::{align_ok, align_up, request_error};
 use mooncake_shm::arena::{Arena, ArenaSlot, ShardedArena, GRANULE};
 use mooncake_shm::Error;
 use std::collections::BTreeMap;
@@ -51,10 +54,6 @@ enum Op {
         delta: i16,
         raw: Option<u64>,
     },
-}
-
-fn align_up(x: u64, a: u64) -> u64 {
-    (x + a - 1) & !(a - 1)
 }
 
 fuzz_target!(|input: Input| {
@@ -95,8 +94,7 @@ fuzz_target!(|input: Input| {
                     15 => 2 * Arena::<Vec<ArenaSlot>>::MAX_ALIGN,
                     k => 1u64 << k,
                 };
-                let align_ok =
-                    align.is_power_of_two() && align <= Arena::<Vec<ArenaSlot>>::MAX_ALIGN;
+                let align_ok = align_ok(align);
                 let res = match hint {
                     Some(h) => a.alloc_hinted(h as usize, size, align),
                     None => a.alloc(size, align),
@@ -118,16 +116,7 @@ fuzz_target!(|input: Input| {
                         live.insert(o, rs);
                     }
                     Err(e) => {
-                        let expect = if size == 0 {
-                            Some(Error::ZeroSize)
-                        } else if !align_ok {
-                            Some(Error::BadAlignment)
-                        } else if size > cap {
-                            Some(Error::TooLarge)
-                        } else {
-                            None
-                        };
-                        match expect {
+                        match request_error(size, align, cap) {
                             Some(x) => assert_eq!(e, x),
                             None => assert!(
                                 e == Error::Exhausted || e == Error::MetadataFull,

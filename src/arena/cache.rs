@@ -188,7 +188,14 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     #[inline(always)]
     pub(crate) fn alloc_kept(&mut self, size: u64, align: u64) -> Option<u64> {
         let (rsize, align) = checked_request(size, align, MAX_CAPACITY)?;
-        let c = class_search(rsize);
+        self.take_kept(class_search(rsize), rsize, align)
+    }
+
+    /// The top block of class `c`'s stack, handed out, if there is one and
+    /// it is aligned to `align`; `None`, changing nothing, otherwise. Every
+    /// block of the class holds `rsize`. No calls, no panics.
+    #[inline(always)]
+    fn take_kept(&mut self, c: usize, rsize: u64, align: u64) -> Option<u64> {
         let b = self.heads[c];
         if b == NONE {
             return None;
@@ -211,21 +218,7 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     /// of that class. The block stays in its own class: freed, it goes back
     /// to that class's stack.
     fn alloc_kept_above(&mut self, class: usize, rsize: u64, align: u64) -> Option<u64> {
-        for c in class + 1..=(class + REACH).min(CLASSES - 1) {
-            let b = self.heads[c];
-            if b == NONE || self.blk(b).offset & (align - 1) != 0 {
-                continue;
-            }
-            let Block {
-                offset, size, next, ..
-            } = *self.blk(b);
-            debug_assert!(size >= rsize);
-            self.heads[c] = next;
-            self.blk_mut(b).kept = false;
-            self.room += size;
-            return Some(offset);
-        }
-        None
+        (class + 1..=(class + REACH).min(CLASSES - 1)).find_map(|c| self.take_kept(c, rsize, align))
     }
 
     /// Takes a free of an owned, handed-out block into its class stack if
