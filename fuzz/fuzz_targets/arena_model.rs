@@ -36,8 +36,8 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 
 mod common;
-use common::{align_ok, align_up, class_ceil, Align, Capacity, Size};
-use mooncake_shm::arena::{Arena, ArenaSlot, ArenaStats, GRANULE, MAX_CAPACITY, RECENT_FREES};
+use common::{align_ok, align_up, class_ceil, new_arena, Align, Capacity, Size};
+use mooncake_shm::arena::{Arena, ArenaSlot, ArenaStats, GRANULE, RECENT_FREES};
 use mooncake_shm::Error;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -147,24 +147,9 @@ fuzz_target!(|input: Input| {
     let max_blocks = (input.max_blocks as usize % 64) + 1;
     let mut storage = vec![ArenaSlot::EMPTY; Arena::<&mut [ArenaSlot]>::slots_for(max_blocks)];
     let cap = raw_cap & !(GRANULE - 1);
-    let arena = match Arena::new(raw_cap, &mut storage[..]) {
-        Ok(a) => {
-            assert!(
-                cap != 0 && cap <= MAX_CAPACITY,
-                "accepted capacity {raw_cap}"
-            );
-            a
-        }
-        Err(e) => {
-            assert_eq!(e, Error::InvalidArgument);
-            assert!(
-                cap == 0 || cap > MAX_CAPACITY,
-                "rejected capacity {raw_cap}"
-            );
-            return;
-        }
+    let Some(arena) = new_arena(raw_cap, &mut storage[..]) else {
+        return;
     };
-    assert_eq!(arena.capacity(), cap);
     let records = arena.max_blocks();
     assert!(records >= max_blocks);
 

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use arbitrary::Arbitrary;
-use mooncake_shm::arena::{Arena, ArenaSlot, GRANULE};
+use mooncake_shm::arena::{Arena, ArenaSlot, ArenaStorage, GRANULE, MAX_CAPACITY};
 use mooncake_shm::Error;
 
 /// The largest alignment an arena honours.
@@ -110,5 +110,26 @@ pub fn request_error(size: u64, align: u64, cap: u64) -> Option<Error> {
         Some(Error::TooLarge)
     } else {
         None
+    }
+}
+
+/// `Arena::new(raw_cap, storage)`, checked against its rule: it accepts
+/// exactly the capacities that, rounded down to the granule, lie in
+/// `1..=MAX_CAPACITY` (and then has that capacity), and rejects the rest
+/// with `InvalidArgument`. `None` when rejected.
+pub fn new_arena<S: ArenaStorage>(raw_cap: u64, storage: S) -> Option<Arena<S>> {
+    let cap = raw_cap & !(GRANULE - 1);
+    let valid = cap != 0 && cap <= MAX_CAPACITY;
+    match Arena::new(raw_cap, storage) {
+        Ok(a) => {
+            assert!(valid, "accepted capacity {raw_cap}");
+            assert_eq!(a.capacity(), cap);
+            Some(a)
+        }
+        Err(e) => {
+            assert_eq!(e, Error::InvalidArgument);
+            assert!(!valid, "rejected capacity {raw_cap}");
+            None
+        }
     }
 }
