@@ -146,6 +146,7 @@
 //!   removes likewise; a rebuild is `O(max_ranges + total footprint / G)`.
 
 use crate::{Error, Result};
+use core::hint::black_box;
 use core::ops::Deref;
 use core::sync::atomic::{
     fence, AtomicU64,
@@ -716,17 +717,103 @@ impl<S: TableStorage> Table<S> {
     ///
     /// No calls in the loop, and a function of its own (not inlined into a
     /// caller with values of its own to keep), so the compiler keeps the
-    /// table's invariants (storage, node region and limit, root slot) in
-    /// registers across it.
+    /// table's invariants (node region and limit, root slot) in registers
+    /// across it. The tree's shape is decoded from the root word once and
+    /// the loop is specialized on its depth ([`Self::direct_run_in`]).
     #[inline(never)]
     fn relocate_direct_run(&self, peer: u32, spans: &[RemoteSpan], out: &mut [usize]) -> usize {
         debug_assert!(peer < self.cfg.max_peers && out.len() >= spans.len());
         let space = peer as usize + 1;
+        debug_assert!(HEADER_WORDS + space < self.lay.total);
+        // SAFETY: `space <= max_peers`, and the root region (which starts at
+        // `HEADER_WORDS`) holds `1 + max_peers` words.
+        let slot = unsafe { self.storage.get_unchecked(HEADER_WORDS + space) };
+        let root = slot.load(Acquire);
+        match (root >> ROOT_HOPS_SHIFT) as u32 & ((1 << MAX_HOPS) - 1) {
+            0 => self.direct_run_in::<0>(slot, root, spans, out),
+            1 => self.direct_run_in::<1>(slot, root, spans, out),
+            3 => self.direct_run_in::<2>(slot, root, spans, out),
+            _ => self.direct_run_walk(space, spans, out),
+        }
+    }
+
+    /// [`Self::relocate_direct_run`] for trees of other depths (those of
+    /// Miri's smaller nodes): a full walk per access.
+    #[inline(always)]
+    fn direct_run_walk(&self, space: usize, spans: &[RemoteSpan], out: &mut [usize]) -> usize {
         for (i, (s, o)) in spans.iter().zip(out.iter_mut()).enumerate() {
             match self.direct_in::<true>(true, space, s.addr, s.len) {
                 Some(local) => *o = local,
                 None => return i,
             }
+        }
+        spans.len()
+    }
+
+    /// [`Self::relocate_direct_run`] over the tree of root word `root`
+    /// (loaded from `slot`), which has `HOPS` interior levels: the walk of
+    /// [`Self::walk_in`] with the root's fields decoded once. Each access
+    /// still loads the root word, as a single call does, and the run stops
+    /// (to be restarted by the caller with the new tree) when it changed,
+    /// so a batch sees a racing rebuild at the same access as single calls
+    /// would.
+    #[inline(always)]
+    fn direct_run_in<const HOPS: u32>(
+        &self,
+        slot: &AtomicU64,
+        root: u64,
+        spans: &[RemoteSpan],
+        out: &mut [usize],
+    ) -> usize {
+        let lim = self.lay.node_lim;
+        // SAFETY: `lay.nodes <= lay.total <= st.len()`.
+        let region = unsafe { self.storage.get_unchecked(self.lay.nodes..) };
+        let top = (root >> ROOT_NODE_SHIFT) as usize;
+        if top >= lim {
+            return 0;
+        }
+        // `addr << ksh` as a multiplication, and the window test of
+        // `Self::direct` as a mask: no shift by a register in the loop,
+        // whose count would need the one register x86 shifts take it in.
+        // (`black_box`: the compiler would turn both back into shifts.)
+        let key_mul = black_box(1u64.wrapping_shl(root as u32 & ROOT_FIELD_MASK as u32));
+        let g = (root >> ROOT_G_SHIFT) as u32 & ROOT_FIELD_MASK as u32;
+        let outside = black_box(u64::MAX.wrapping_shl(g));
+        for (i, (s, o)) in spans.iter().zip(out.iter_mut()).enumerate() {
+            let (addr, len) = (s.addr, s.len);
+            if slot.load(Acquire) != root || addr >= ADDR_LIMIT {
+                return i;
+            }
+            // As in `walk_in`: level `h` takes the top `LEVEL_BITS` bits of
+            // the key shifted left by `h * LEVEL_BITS`.
+            let key = addr.wrapping_mul(key_mul);
+            let at = top + (key >> (64 - LEVEL_BITS)) as usize;
+            debug_assert!(self.lay.nodes + at < self.lay.total);
+            // SAFETY: `top < node_lim` (checked) and the slot is below
+            // `NODE_WORDS`, so `at` lies inside the node region (see
+            // `Layout::node_lim`), which `region` starts with.
+            let mut e = unsafe { region.get_unchecked(at) }.load(Acquire);
+            let mut h = 1;
+            while h <= HOPS {
+                let node = e as usize;
+                if node >= lim {
+                    return i;
+                }
+                let at = node + ((key << (h * LEVEL_BITS)) >> (64 - LEVEL_BITS)) as usize;
+                debug_assert!(self.lay.nodes + at < self.lay.total);
+                // SAFETY: as for the top node.
+                e = unsafe { region.get_unchecked(at) }.load(Acquire);
+                h += 1;
+            }
+            // `Self::direct`, with the window test as a mask that also
+            // rejects `len >= G` (so that `addr + len` cannot wrap): a
+            // whole-window access goes the long way, and gets the same
+            // answer there.
+            let last = addr.wrapping_add(len).wrapping_sub(1);
+            if e & DIRECT == 0 || ((last ^ addr) | len) & outside != 0 {
+                return i;
+            }
+            *o = addr.wrapping_add(Self::direct_delta(e)) as usize;
         }
         spans.len()
     }
@@ -787,10 +874,14 @@ impl<S: TableStorage> Table<S> {
         if (last ^ addr).wrapping_shr(g) != 0 {
             return None;
         }
-        // Sign-extend the delta field (the flag and the reference shift out).
-        let delta = ((e << (64 - DIRECT_DELTA_BITS)) as i64
-            >> (64 - DIRECT_DELTA_BITS - PAGE_SHIFT)) as u64;
-        Some(addr.wrapping_add(delta) as usize)
+        Some(addr.wrapping_add(Self::direct_delta(e)) as usize)
+    }
+
+    /// The `local - remote` delta of direct entry `e`: its delta field,
+    /// sign-extended (the flag and the reference shift out).
+    #[inline(always)]
+    fn direct_delta(e: u64) -> u64 {
+        ((e << (64 - DIRECT_DELTA_BITS)) as i64 >> (64 - DIRECT_DELTA_BITS - PAGE_SHIFT)) as u64
     }
 
     // ------------------------------------------------------------------

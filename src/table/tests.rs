@@ -930,6 +930,17 @@ fn relocate_batch_edges() {
     check_batch(&t, 0, &errs);
     errs.insert(1, (span(TOP + 0x4000_0000, 0), Err(Error::NotFound)));
     check_batch(&t, 0, &errs);
+    // An address far above 2^48 whose low bits fall in a direct window
+    // (the walk drops the high bits).
+    errs[1] = (span(1 << 62 | 0x4000_0010, 16), Err(Error::NotFound));
+    check_batch(&t, 0, &errs);
+    // A whole direct window in one access: answered through the record.
+    let g = t.peer_granule(0).unwrap();
+    check_batch(
+        &t,
+        0,
+        &[(span(0x4000_0000 + g, g), Ok(0x8000_0000 + g as usize))],
+    );
     // Peer 1 has no ranges; peer 2 does not exist.
     check_batch(&t, 1, &[(span(0x4000_0000, 1), Err(Error::NotFound))]);
     let mut out = [7usize; 2];
@@ -944,6 +955,39 @@ fn relocate_batch_edges() {
         Err((0, Error::InvalidArgument))
     );
     assert_eq!(out, [7, 7]);
+}
+
+/// The batch's loop has a copy for each tree depth (and a plain walk for
+/// the deeper trees of Miri's smaller nodes): every granule, hence every
+/// depth, answers as single calls do.
+#[test]
+fn relocate_batch_every_depth() {
+    let span = |addr, len| RemoteSpan { addr, len };
+    for shift in [12u32, 24, 30, 36, 42] {
+        let c = cfg(1, 1, 4, 8 * MIRI_NODES);
+        let words = storage(&c);
+        let t = Table::new(c, &words[..]).unwrap();
+        let g = 1u64 << shift;
+        // One window wholly inside the range (a direct entry), then half of one.
+        let (base, len) = (4 * g, 3 * g);
+        t.insert_remote(0, base, len, local_of(0, base)).unwrap();
+        let g = t.peer_granule(0).unwrap();
+        let at = |off: u64| Ok(local_of(0, base + off));
+        let batch = [
+            (span(base, 1), at(0)),
+            (span(base + g - 1, 1), at(g - 1)),
+            // Across a window boundary: through the record.
+            (span(base + g - 8, 16), at(g - 8)),
+            (span(base + 5, 0), at(5)),
+            (span(base + len - 1, 1), at(len - 1)),
+            (span(base + len - 1, 2), Err(Error::OutOfBounds)),
+        ];
+        for (s, want) in &batch {
+            assert_eq!(t.relocate(0, s.addr, s.len), *want, "{s:x?}");
+        }
+        check_batch(&t, 0, &batch);
+        check_batch(&t, 0, &batch[..batch.len() - 1]);
+    }
 }
 
 #[test]
