@@ -385,6 +385,74 @@ const fn root_word(node_ref: usize, g: u32) -> u64 {
     (node_ref as u64) << ROOT_NODE_SHIFT | hops | (g as u64) << ROOT_G_SHIFT | ksh as u64
 }
 
+/// Accesses per root-word check in [`Table::relocate_direct_run`]'s loop.
+const RUN_UNROLL: usize = 8;
+
+/// The `local - remote` delta of direct leaf entry `e`: its delta field,
+/// sign-extended (the flag and the reference shift out).
+#[inline(always)]
+fn direct_delta(e: u64) -> u64 {
+    ((e << (64 - DIRECT_DELTA_BITS)) as i64 >> (64 - DIRECT_DELTA_BITS - PAGE_SHIFT)) as u64
+}
+
+/// One tree's root word, decoded for a run of lookups
+/// ([`Table::relocate_direct_run`]).
+///
+/// The key shift is kept as a multiplier and the granule as a mask, so the
+/// loop shifts by no register: x86 takes shift counts in one register
+/// only, and the two counts would make the compiler spill.
+struct Tree<'a> {
+    /// The node region.
+    region: &'a [AtomicU64],
+    /// Node reference of the root node (below `lim`).
+    top: usize,
+    /// [`Layout::node_lim`].
+    lim: usize,
+    /// `1 << ksh`: `addr * key_mul` is the left-aligned key of `walk_in`.
+    key_mul: u64,
+    /// The address bits at and above the granule shift `g`.
+    outside: u64,
+}
+
+impl Tree<'_> {
+    /// [`Table::direct`] after [`Table::walk_in`], for a tree of `HOPS`
+    /// interior levels. The window test is a mask that also rejects
+    /// `len >= G` (so that `addr + len` cannot wrap; a whole-window access
+    /// is answered through the record instead, the same).
+    #[inline(always)]
+    fn direct<const HOPS: u32>(&self, addr: u64, len: u64) -> Option<usize> {
+        if addr >= ADDR_LIMIT {
+            return None;
+        }
+        // Level `h` takes the top `LEVEL_BITS` bits of the key shifted left
+        // by `h * LEVEL_BITS`, as in `walk_in`.
+        let key = addr.wrapping_mul(self.key_mul);
+        let at = self.top + (key >> (64 - LEVEL_BITS)) as usize;
+        debug_assert!(self.top < self.lim && at < self.region.len());
+        // SAFETY: `top < lim` (a `Tree` is only made after that check) and
+        // the slot is below `NODE_WORDS`, so `at` lies inside the node
+        // region (see `Layout::node_lim`), which `region` is.
+        let mut e = unsafe { self.region.get_unchecked(at) }.load(Acquire);
+        let mut h = 1;
+        while h <= HOPS {
+            let node = e as usize;
+            if node >= self.lim {
+                return None;
+            }
+            let at = node + ((key << (h * LEVEL_BITS)) >> (64 - LEVEL_BITS)) as usize;
+            debug_assert!(at < self.region.len());
+            // SAFETY: as for the root node (`node < lim`, checked).
+            e = unsafe { self.region.get_unchecked(at) }.load(Acquire);
+            h += 1;
+        }
+        let last = addr.wrapping_add(len).wrapping_sub(1);
+        if e & DIRECT == 0 || ((last ^ addr) | len) & self.outside != 0 {
+            return None;
+        }
+        Some(addr.wrapping_add(direct_delta(e)) as usize)
+    }
+}
+
 /// Validates a range to be indexed and returns the end of its footprint.
 fn footprint_end(start: u64, len: u64) -> Result<u64> {
     if len == 0 || start % PAGE_SIZE != 0 {
@@ -684,9 +752,10 @@ impl<S: TableStorage> Table<S> {
     /// The same answers, errors and cost bound per access as `relocate`,
     /// without a call, a peer check and an error path per access: a caller
     /// that relocates every slice of a transfer batch pays for the lookups
-    /// alone. Each access reads the index afresh, so an insert or remove
-    /// racing with the batch is seen by the accesses after it, as with
-    /// single calls.
+    /// alone. Each access reads the index's entries afresh, so an insert or
+    /// remove racing with the batch is seen by the accesses after it, as
+    /// with single calls; a rebuild of the peer's index (which a range
+    /// shorter than every earlier one causes) within 8 accesses.
     ///
     /// Stops at the first access that fails: `Err((i, error))`, with
     /// `out[..i]` written and `out[i..]` untouched.
@@ -751,12 +820,12 @@ impl<S: TableStorage> Table<S> {
     }
 
     /// [`Self::relocate_direct_run`] over the tree of root word `root`
-    /// (loaded from `slot`), which has `HOPS` interior levels: the walk of
-    /// [`Self::walk_in`] with the root's fields decoded once. Each access
-    /// still loads the root word, as a single call does, and the run stops
-    /// (to be restarted by the caller with the new tree) when it changed,
-    /// so a batch sees a racing rebuild at the same access as single calls
-    /// would.
+    /// (loaded from `slot`), which has `HOPS` interior levels, decoded once
+    /// ([`Tree`]). The root word is loaded again before every
+    /// [`RUN_UNROLL`] accesses, and the run stops when it changed (the
+    /// caller restarts it on the new tree): a racing rebuild is seen within
+    /// that many accesses, and every answer is a mapping that was
+    /// registered at some instant during the call, as for single calls.
     #[inline(always)]
     fn direct_run_in<const HOPS: u32>(
         &self,
@@ -766,56 +835,51 @@ impl<S: TableStorage> Table<S> {
         out: &mut [usize],
     ) -> usize {
         let lim = self.lay.node_lim;
-        // SAFETY: `lay.nodes <= lay.total <= st.len()`.
-        let region = unsafe { self.storage.get_unchecked(self.lay.nodes..) };
         let top = (root >> ROOT_NODE_SHIFT) as usize;
         if top >= lim {
             return 0;
         }
-        // `addr << ksh` as a multiplication, and the window test of
-        // `Self::direct` as a mask: no shift by a register in the loop,
-        // whose count would need the one register x86 shifts take it in.
-        // (`black_box`: the compiler would turn both back into shifts.)
-        let key_mul = black_box(1u64.wrapping_shl(root as u32 & ROOT_FIELD_MASK as u32));
         let g = (root >> ROOT_G_SHIFT) as u32 & ROOT_FIELD_MASK as u32;
-        let outside = black_box(u64::MAX.wrapping_shl(g));
-        for (i, (s, o)) in spans.iter().zip(out.iter_mut()).enumerate() {
-            let (addr, len) = (s.addr, s.len);
-            if slot.load(Acquire) != root || addr >= ADDR_LIMIT {
+        let tree = Tree {
+            // SAFETY: `lay.nodes <= lay.total <= st.len()`.
+            region: unsafe { self.storage.get_unchecked(self.lay.nodes..) },
+            top,
+            lim,
+            // `black_box`: the compiler would turn the multiplication and
+            // the mask back into shifts by a register (see `Tree`).
+            key_mul: black_box(1u64.wrapping_shl(root as u32 & ROOT_FIELD_MASK as u32)),
+            outside: black_box(u64::MAX.wrapping_shl(g)),
+        };
+        let n = spans.len().min(out.len());
+        let (spans, out) = (&spans[..n], &mut out[..n]);
+        let mut i = 0;
+        // Unrolled: fewer loop and root-word instructions per access.
+        for (sc, oc) in spans
+            .chunks_exact(RUN_UNROLL)
+            .zip(out.chunks_exact_mut(RUN_UNROLL))
+        {
+            if slot.load(Acquire) != root {
                 return i;
             }
-            // As in `walk_in`: level `h` takes the top `LEVEL_BITS` bits of
-            // the key shifted left by `h * LEVEL_BITS`.
-            let key = addr.wrapping_mul(key_mul);
-            let at = top + (key >> (64 - LEVEL_BITS)) as usize;
-            debug_assert!(self.lay.nodes + at < self.lay.total);
-            // SAFETY: `top < node_lim` (checked) and the slot is below
-            // `NODE_WORDS`, so `at` lies inside the node region (see
-            // `Layout::node_lim`), which `region` starts with.
-            let mut e = unsafe { region.get_unchecked(at) }.load(Acquire);
-            let mut h = 1;
-            while h <= HOPS {
-                let node = e as usize;
-                if node >= lim {
-                    return i;
+            for k in 0..RUN_UNROLL {
+                match tree.direct::<HOPS>(sc[k].addr, sc[k].len) {
+                    Some(local) => oc[k] = local,
+                    None => return i + k,
                 }
-                let at = node + ((key << (h * LEVEL_BITS)) >> (64 - LEVEL_BITS)) as usize;
-                debug_assert!(self.lay.nodes + at < self.lay.total);
-                // SAFETY: as for the top node.
-                e = unsafe { region.get_unchecked(at) }.load(Acquire);
-                h += 1;
             }
-            // `Self::direct`, with the window test as a mask that also
-            // rejects `len >= G` (so that `addr + len` cannot wrap): a
-            // whole-window access goes the long way, and gets the same
-            // answer there.
-            let last = addr.wrapping_add(len).wrapping_sub(1);
-            if e & DIRECT == 0 || ((last ^ addr) | len) & outside != 0 {
+            i += RUN_UNROLL;
+        }
+        while i < n {
+            if slot.load(Acquire) != root {
                 return i;
             }
-            *o = addr.wrapping_add(Self::direct_delta(e)) as usize;
+            match tree.direct::<HOPS>(spans[i].addr, spans[i].len) {
+                Some(local) => out[i] = local,
+                None => return i,
+            }
+            i += 1;
         }
-        spans.len()
+        n
     }
 
     /// The common case of [`Self::relocate`] alone: `Some(local)` when the
@@ -874,14 +938,7 @@ impl<S: TableStorage> Table<S> {
         if (last ^ addr).wrapping_shr(g) != 0 {
             return None;
         }
-        Some(addr.wrapping_add(Self::direct_delta(e)) as usize)
-    }
-
-    /// The `local - remote` delta of direct entry `e`: its delta field,
-    /// sign-extended (the flag and the reference shift out).
-    #[inline(always)]
-    fn direct_delta(e: u64) -> u64 {
-        ((e << (64 - DIRECT_DELTA_BITS)) as i64 >> (64 - DIRECT_DELTA_BITS - PAGE_SHIFT)) as u64
+        Some(addr.wrapping_add(direct_delta(e)) as usize)
     }
 
     // ------------------------------------------------------------------

@@ -987,6 +987,22 @@ fn relocate_batch_every_depth() {
         }
         check_batch(&t, 0, &batch);
         check_batch(&t, 0, &batch[..batch.len() - 1]);
+        // Longer runs (the loop is unrolled): direct answers, with one
+        // access at `stop` that takes the record path, or fails.
+        let run: Vec<_> = (0..19u64)
+            .map(|k| {
+                let off = k * 4099 % (g - 64);
+                (span(base + off, 64), at(off))
+            })
+            .collect();
+        check_batch(&t, 0, &run);
+        for stop in [0, 3, 7, 8, 9, 15, 18] {
+            let mut r = run.clone();
+            r[stop] = batch[2];
+            check_batch(&t, 0, &r);
+            r[stop] = batch[5];
+            check_batch(&t, 0, &r);
+        }
     }
 }
 
