@@ -408,14 +408,14 @@ struct Tree<'a> {
     top: usize,
     /// [`Layout::node_lim`].
     lim: usize,
-    /// `1 << ksh`: `addr * key_mul` is the left-aligned key of `walk_in`.
+    /// `1 << ksh`: `addr * key_mul` is the left-aligned key of `walk`.
     key_mul: u64,
     /// The address bits at and above the granule shift `g`.
     outside: u64,
 }
 
 impl Tree<'_> {
-    /// [`Table::direct`] after [`Table::walk_in`], for a tree of `HOPS`
+    /// [`Table::direct`] after [`Table::walk`], for a tree of `HOPS`
     /// interior levels. The window test is a mask that also rejects
     /// `len >= G` (so that `addr + len` cannot wrap; a whole-window access
     /// is answered through the record instead, the same).
@@ -425,7 +425,7 @@ impl Tree<'_> {
             return None;
         }
         // Level `h` takes the top `LEVEL_BITS` bits of the key shifted left
-        // by `h * LEVEL_BITS`, as in `walk_in`.
+        // by `h * LEVEL_BITS`, as in `walk`.
         let key = addr.wrapping_mul(self.key_mul);
         let at = self.top + (key >> (64 - LEVEL_BITS)) as usize;
         debug_assert!(self.top < self.lim && at < self.region.len());
@@ -811,7 +811,7 @@ impl<S: TableStorage> Table<S> {
     #[inline(always)]
     fn direct_run_walk(&self, space: usize, spans: &[RemoteSpan], out: &mut [usize]) -> usize {
         for (i, (s, o)) in spans.iter().zip(out.iter_mut()).enumerate() {
-            match self.direct_in::<true>(true, space, s.addr, s.len) {
+            match self.direct_in(true, space, s.addr, s.len) {
                 Some(local) => *o = local,
                 None => return i,
             }
@@ -891,25 +891,19 @@ impl<S: TableStorage> Table<S> {
     #[inline(always)]
     pub(crate) fn relocate_direct(&self, peer: u32, remote_addr: u64, len: u64) -> Option<usize> {
         let ok = peer < self.cfg.max_peers;
-        self.direct_in::<false>(ok, peer as usize + 1, remote_addr, len)
+        self.direct_in(ok, peer as usize + 1, remote_addr, len)
     }
 
-    /// The walk and [`Self::direct`] for an access in address space `space`,
-    /// with the node limit held as [`Self::walk_in`] says; `None` at once
-    /// unless `space_ok` (which must mean `space <= max_peers`).
+    /// The walk and [`Self::direct`] for an access in address space `space`;
+    /// `None` at once unless `space_ok` (which must mean
+    /// `space <= max_peers`).
     #[inline(always)]
-    fn direct_in<const HOLD_LIM: bool>(
-        &self,
-        space_ok: bool,
-        space: usize,
-        addr: u64,
-        len: u64,
-    ) -> Option<usize> {
+    fn direct_in(&self, space_ok: bool, space: usize, addr: u64, len: u64) -> Option<usize> {
         // `direct`'s first test, ahead of the walk: one register fewer there.
         if !space_ok || (addr | len) >= ADDR_LIMIT {
             return None;
         }
-        let (g, e) = self.walk_in::<HOLD_LIM>(space, addr)?;
+        let (g, e) = self.walk(space, addr)?;
         Self::direct(g, e, addr, len)
     }
 
@@ -1065,15 +1059,6 @@ impl<S: TableStorage> Table<S> {
     /// if the walk meets a bad node reference.
     #[inline(always)]
     fn walk(&self, space: usize, addr: u64) -> Option<(u32, u64)> {
-        self.walk_in::<false>(space, addr)
-    }
-
-    /// [`Self::walk`], with the node limit read from `self` at each check
-    /// (`HOLD_LIM == false`: one register fewer across a single call's walk)
-    /// or left to the compiler, which keeps it in a register across a loop
-    /// of walks ([`Self::relocate_batch`]).
-    #[inline(always)]
-    fn walk_in<const HOLD_LIM: bool>(&self, space: usize, addr: u64) -> Option<(u32, u64)> {
         debug_assert!(space <= self.cfg.max_peers as usize);
         // SAFETY: `space <= max_peers` (callers check the peer), and the
         // root region holds `1 + max_peers` words.
@@ -1087,14 +1072,10 @@ impl<S: TableStorage> Table<S> {
         let root = unsafe { st.get_unchecked(HEADER_WORDS + space) }.load(Acquire);
         // SAFETY: `lay.nodes <= lay.total <= st.len()`.
         let region = unsafe { st.get_unchecked(self.lay.nodes..) };
-        let lim = || {
-            if HOLD_LIM {
-                self.lay.node_lim
-            } else {
-                // SAFETY: a plain read of a field of `self`.
-                unsafe { core::ptr::read_volatile(&self.lay.node_lim) }
-            }
-        };
+        // Read from `self` at each check: one register fewer across the walk
+        // of a single call.
+        // SAFETY: a plain read of a field of `self`.
+        let lim = || unsafe { core::ptr::read_volatile(&self.lay.node_lim) };
         // `root == 0` (empty space) gives the empty node: 0 hops, all
         // entries 0, so the leaf entry is 0 (no reference).
         let node = (root >> ROOT_NODE_SHIFT) as usize;
