@@ -622,19 +622,27 @@ fn lookups_survive_scribbled_storage() {
             };
             words[i].store(v, Relaxed);
         }
-        for _ in 0..4 {
+        let mut spans = [RemoteSpan { addr: 0, len: 0 }; 12];
+        for (k, span) in spans.iter_mut().enumerate() {
             let addr = match rng.random_range(0..3) {
                 0 => rng.random::<u64>(),
                 1 => 0x10_0000 + rng.random_range(0..16384u64),
                 _ => rng.random_range(0..TOP),
             };
             let len = rng.random_range(0..8192u64);
+            *span = RemoteSpan { addr, len };
+            if k >= 4 {
+                continue;
+            }
             let _ = t.relocate(rng.random_range(0..3), addr, len);
             let _ = t.locate(addr as usize);
             let _ = t.resolve(rng.random_range(0..5), addr & 0xffff, len);
             let _ = t.segment(rng.random_range(0..5));
             let _ = (t.peer_granule(0), t.local_granule(), t.stats());
         }
+        // The batch's own loop (every depth it has), over the same kinds of
+        // addresses.
+        let _ = t.relocate_batch(rng.random_range(0..3), &spans, &mut [0; 12]);
     }
 }
 
