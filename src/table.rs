@@ -115,6 +115,11 @@
 //!   mismatch), or is a live range of the same space; the reader only answers
 //!   when the address lies in the snapshot, so every answer is a mapping that
 //!   was registered at some instant during the call.
+//! * A batch ([`Table::relocate_batch`]) decodes the root word once and
+//!   loads it again every 8 accesses, stopping to start over on the new tree
+//!   when it changed. It loads the index entries afresh for every access, as
+//!   single calls do; only a rebuild racing with it is seen later, within 8
+//!   accesses.
 //!
 //! Writers (`insert_*` / `remove_*`) are serialized by a spinlock in the
 //! header word 0 and are expected to be rare.
@@ -402,7 +407,7 @@ fn direct_delta(e: u64) -> u64 {
 /// loop shifts by no register: x86 takes shift counts in one register
 /// only, and the two counts would make the compiler spill.
 struct Tree<'a> {
-    /// The node region.
+    /// The storage from the node region on.
     region: &'a [AtomicU64],
     /// Node reference of the root node (below `lim`).
     top: usize,
@@ -431,7 +436,7 @@ impl Tree<'_> {
         debug_assert!(self.top < self.lim && at < self.region.len());
         // SAFETY: `top < lim` (a `Tree` is only made after that check) and
         // the slot is below `NODE_WORDS`, so `at` lies inside the node
-        // region (see `Layout::node_lim`), which `region` is.
+        // region (see `Layout::node_lim`), which `region` starts with.
         let mut e = unsafe { self.region.get_unchecked(at) }.load(Acquire);
         let mut h = 1;
         while h <= HOPS {
