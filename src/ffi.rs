@@ -688,61 +688,81 @@ pub unsafe extern "C" fn mcshm_pool_alloc(
     align: u64,
     out_offset: *mut u64,
 ) -> i32 {
-    if ptr_ok(out_offset) & ptr_ok(pool) {
-        // SAFETY: non-null and aligned (checked above); live per the contract.
-        let p = unsafe { &*pool };
-        // Cannot panic (no calls, no checked arithmetic); see `Arena::alloc_quick`.
-        if let Some(off) = p.pool.alloc_quick(size, align) {
-            // SAFETY: non-null and aligned (checked above); writable per contract.
-            unsafe { out_offset.write(off) };
-            return MCSHM_OK;
-        }
+    if !(ptr_ok(out_offset) & ptr_ok(pool)) {
+        // The first bad one decides, `out_offset` before `pool`.
+        return bad_pointer_pair(out_offset.addr(), pool.addr());
     }
-    // SAFETY: per this function's contract.
-    unsafe { pool_alloc_slow(pool, size, align, out_offset) }
-}
-
-/// [`mcshm_pool_alloc`] for everything but a one-shard pool's quick-slot
-/// answer: bad arguments, errors, the quick path of pools with several
-/// shards, and allocations from the free lists.
-///
-/// # Safety
-/// As [`mcshm_pool_alloc`].
-///
-/// `extern "C"` (which cannot unwind) so that the fast path reaches it with a
-/// tail call: no landing pad, hence no stack frame, on the way. A quick
-/// miss thus takes the arena's lock twice and probes the quick slots again
-/// here: a few instructions on the rarer path, for a frameless common one.
-#[inline(never)]
-unsafe extern "C" fn pool_alloc_slow(
-    pool: *const mcshm_pool,
-    size: u64,
-    align: u64,
-    out_offset: *mut u64,
-) -> i32 {
-    // One branch for both pointer checks; the cold path reports the first
-    // bad one, `out_offset` before `pool`.
-    if !ptr_ok(out_offset) | !ptr_ok(pool) {
-        return bad_pointer(&[
-            (out_offset.addr(), align_of::<u64>()),
-            (pool.addr(), align_of::<mcshm_pool>()),
-        ]);
-    }
-    // SAFETY: `pool` is non-null and aligned (checked above) and a live
-    // handle per the function's contract.
+    // SAFETY: non-null and aligned (checked above); live per the contract.
     let p = unsafe { &*pool };
-    // A pool with several shards has its quick path here: it reads a
-    // thread-local (a call), which the frameless entry point cannot make.
-    // Cannot panic; see `ShardedArena::alloc_quick_sharded`.
-    if let Some(off) = p.pool.alloc_quick_sharded(size, align) {
+    // Cannot panic (no calls, no checked arithmetic); see `Arena::alloc_quick`.
+    if let Some(off) = p.pool.alloc_quick(size, align) {
         // SAFETY: non-null and aligned (checked above); writable per contract.
         unsafe { out_offset.write(off) };
         return MCSHM_OK;
     }
-    let r = caught(|| p.pool.alloc(size, align));
-    match r {
+    // Tail calls: the quick-slot answer above sets up no frame.
+    if p.pool.sharded() {
+        // SAFETY: checked above; writable per contract.
+        unsafe { pool_alloc_sharded(p, size, align, out_offset) }
+    } else {
+        // SAFETY: as above.
+        unsafe { pool_alloc_full(p, size, align, out_offset) }
+    }
+}
+
+/// [`bad_pointer`] for `mcshm_pool_alloc`'s `(out_offset, pool)`, out of
+/// line so that the entry point reaches it with a tail call.
+#[cold]
+#[inline(never)]
+extern "C" fn bad_pointer_pair(out_offset: usize, pool: usize) -> i32 {
+    bad_pointer(&[
+        (out_offset, align_of::<u64>()),
+        (pool, align_of::<mcshm_pool>()),
+    ])
+}
+
+/// [`mcshm_pool_alloc`] on a pool with several shards, after a miss of the
+/// one-shard quick path: the quick path of several shards, which reads a
+/// thread-local (a call in a shared library, which the frameless entry
+/// point cannot make), then [`pool_alloc_full`].
+///
+/// # Safety
+/// `out_offset` is non-null, aligned and writable.
+#[inline(never)]
+unsafe extern "C" fn pool_alloc_sharded(
+    p: &mcshm_pool,
+    size: u64,
+    align: u64,
+    out_offset: *mut u64,
+) -> i32 {
+    // Cannot panic; see `ShardedArena::alloc_quick_sharded`.
+    if let Some(off) = p.pool.alloc_quick_sharded(size, align) {
+        // SAFETY: per this function's contract.
+        unsafe { out_offset.write(off) };
+        return MCSHM_OK;
+    }
+    // SAFETY: per this function's contract.
+    unsafe { pool_alloc_full(p, size, align, out_offset) }
+}
+
+/// [`mcshm_pool_alloc`] for everything the quick paths leave: allocations
+/// from the free lists, and errors.
+///
+/// # Safety
+/// `out_offset` is non-null, aligned and writable.
+///
+/// `extern "C"` (which cannot unwind) so that the callers above reach it
+/// with a tail call: no landing pad, hence no stack frame, on the way.
+#[inline(never)]
+unsafe extern "C" fn pool_alloc_full(
+    p: &mcshm_pool,
+    size: u64,
+    align: u64,
+    out_offset: *mut u64,
+) -> i32 {
+    match caught(|| p.pool.alloc(size, align)) {
         Ok(off) => {
-            // SAFETY: non-null and aligned (checked above); writable per contract.
+            // SAFETY: per this function's contract.
             unsafe { out_offset.write(off) };
             MCSHM_OK
         }
@@ -756,38 +776,47 @@ unsafe extern "C" fn pool_alloc_slow(
 /// `pool` is a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn mcshm_pool_free(pool: *const mcshm_pool, offset: u64) -> i32 {
-    if ptr_ok(pool) {
-        // SAFETY: non-null and aligned (checked above); live per the contract.
-        let p = unsafe { &*pool };
-        // Cannot panic (no calls, no checked arithmetic); see `Arena::free_quick`.
-        if p.pool.free_quick(offset) {
-            return MCSHM_OK;
-        }
+    if !ptr_ok(pool) {
+        return bad_pool_pointer(pool.addr());
     }
-    // SAFETY: per this function's contract.
-    unsafe { pool_free_slow(pool, offset) }
+    // SAFETY: non-null and aligned (checked above); live per the contract.
+    let p = unsafe { &*pool };
+    // Cannot panic (no calls, no checked arithmetic); see `Arena::free_quick`.
+    if p.pool.free_quick(offset) {
+        return MCSHM_OK;
+    }
+    // Tail calls, as in `mcshm_pool_alloc`.
+    if p.pool.sharded() {
+        pool_free_sharded(p, offset)
+    } else {
+        pool_free_full(p, offset)
+    }
 }
 
-/// [`mcshm_pool_free`] for everything but a one-shard pool's free into a
-/// quick slot; as [`pool_alloc_slow`].
-///
-/// # Safety
-/// As [`mcshm_pool_free`].
+/// [`bad_pointer`] for a `pool` argument alone, out of line as
+/// [`bad_pointer_pair`] is.
+#[cold]
 #[inline(never)]
-unsafe extern "C" fn pool_free_slow(pool: *const mcshm_pool, offset: u64) -> i32 {
-    if !ptr_ok(pool) {
-        return bad_pointer(&[(pool.addr(), align_of::<mcshm_pool>())]);
-    }
-    // SAFETY: `pool` is non-null and aligned (checked above) and a live
-    // handle per the function's contract.
-    let p = unsafe { &*pool };
-    // As in `pool_alloc_slow`: the quick path of several shards is here.
+extern "C" fn bad_pool_pointer(pool: usize) -> i32 {
+    bad_pointer(&[(pool, align_of::<mcshm_pool>())])
+}
+
+/// [`mcshm_pool_free`] on a pool with several shards, after a miss of the
+/// one-shard quick path; as [`pool_alloc_sharded`].
+#[inline(never)]
+extern "C" fn pool_free_sharded(p: &mcshm_pool, offset: u64) -> i32 {
     // Cannot panic; see `ShardedArena::free_quick_sharded`.
     if p.pool.free_quick_sharded(offset) {
         return MCSHM_OK;
     }
-    let r = caught(|| p.pool.free(offset));
-    match r {
+    pool_free_full(p, offset)
+}
+
+/// [`mcshm_pool_free`] for everything the quick paths leave; as
+/// [`pool_alloc_full`].
+#[inline(never)]
+extern "C" fn pool_free_full(p: &mcshm_pool, offset: u64) -> i32 {
+    match caught(|| p.pool.free(offset)) {
         Ok(()) => MCSHM_OK,
         Err(code) => code,
     }

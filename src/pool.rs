@@ -370,6 +370,15 @@ impl Pool {
         Some(off + Self::DATA_OFFSET)
     }
 
+    /// Whether this is an owner whose arena has several shards (whose
+    /// quick paths are [`Self::alloc_quick_sharded`] and
+    /// [`Self::free_quick_sharded`]).
+    #[cfg(feature = "capi")]
+    #[inline(always)]
+    pub(crate) fn sharded(&self) -> bool {
+        self.arena.as_ref().is_some_and(|a| a.shards() > 1)
+    }
+
     /// [`free`](Self::free) when the arena's quick path takes the block,
     /// else `false` having changed nothing.
     #[cfg(feature = "capi")]
