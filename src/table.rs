@@ -392,6 +392,9 @@ const fn root_word(node_ref: usize, g: u32) -> u64 {
 
 /// Accesses per root-word check in [`Table::relocate_direct_run`]'s loop.
 const RUN_UNROLL: usize = 8;
+// The module docs, `Table::relocate_batch`'s and the README give this number
+// as "8 accesses": change them with it.
+const _: () = assert!(RUN_UNROLL == 8, "update the docs that say 8 accesses");
 
 /// The `local - remote` delta of direct leaf entry `e`: its delta field,
 /// sign-extended (the flag and the reference shift out).
