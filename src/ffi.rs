@@ -996,7 +996,7 @@ pub unsafe extern "C" fn mcshm_cache_alloc(
 }
 
 /// [`mcshm_cache_alloc`] past the kept blocks: bad arguments, the wrong
-/// thread, and allocations from the pool. As [`pool_alloc_slow`].
+/// thread, and allocations from the pool. `extern "C"` for the reason [`pool_alloc_full`] is.
 ///
 /// # Safety
 /// As [`mcshm_cache_alloc`].

@@ -58,7 +58,7 @@ const USED_WORDS: usize = CACHE_BLOCKS / 64;
 /// The allocator behind a [`ThreadCache`]: plain allocation, and the owned
 /// mark that keeps the cache's blocks out of anyone else's free (see
 /// [`Arena::set_owned`](Arena::set_owned)). Implemented by
-/// [`Arena`](super::Arena), [`ShardedArena`](super::ShardedArena) and
+/// [`Arena`], [`ShardedArena`] and
 /// [`Pool`](crate::pool::Pool).
 pub trait CacheSource {
     /// As [`Arena::alloc`](Arena::alloc).
