@@ -1456,7 +1456,9 @@ unsafe extern "C" fn relocate_slow(
     out: *mut *mut c_void,
 ) -> i32 {
     // SAFETY: per this function's contract.
-    unsafe { lookup_into(t, out, |t| t.relocate(peer, remote_addr, len)) }
+    // `relocate_by_record`: the caller has tried the direct path (or found
+    // a bad pointer, which `lookup_into` reports before any lookup).
+    unsafe { lookup_into(t, out, |t| t.relocate_by_record(peer, remote_addr, len)) }
 }
 
 /// One access for `mcshm_table_relocate_batch`: `len` bytes at the peer's

@@ -738,17 +738,27 @@ impl<S: TableStorage> Table<S> {
         if peer >= self.cfg.max_peers {
             return Err(Error::InvalidArgument);
         }
-        let space = peer as usize + 1;
-        match self.direct_in(true, space, remote_addr, len) {
+        match self.direct_in(true, peer as usize + 1, remote_addr, len) {
             Some(local) => Ok(local),
-            None => self.relocate_by_record(space, remote_addr, len),
+            None => self.relocate_by_record(peer, remote_addr, len),
         }
     }
 
-    /// [`Self::relocate`] for everything a direct entry does not answer:
-    /// the record(s) of the access's leaf entry decide, or give the error.
+    /// [`Self::relocate`] without its direct-entry path, for callers that
+    /// have tried that path already (the C ABI, the batch): the record(s)
+    /// of the access's leaf entry give the answer or the error. Same
+    /// results as `relocate` for every input.
     #[inline(never)]
-    fn relocate_by_record(&self, space: usize, remote_addr: u64, len: u64) -> Result<usize> {
+    pub(crate) fn relocate_by_record(
+        &self,
+        peer: u32,
+        remote_addr: u64,
+        len: u64,
+    ) -> Result<usize> {
+        if peer >= self.cfg.max_peers {
+            return Err(Error::InvalidArgument);
+        }
+        let space = peer as usize + 1;
         let (_, e) = self.walk(space, remote_addr).ok_or(Error::NotFound)?;
         let s = self
             .match_leaf(space, remote_addr, e)
@@ -789,7 +799,11 @@ impl<S: TableStorage> Table<S> {
         while i < spans.len() {
             i += self.relocate_direct_run(peer, &spans[i..], &mut out[i..]);
             let Some(s) = spans.get(i) else { break };
-            out[i] = self.relocate(peer, s.addr, s.len).map_err(|e| (i, e))?;
+            // The run stopped here: the direct path does not answer (or the
+            // tree changed, which the record path answers as well).
+            out[i] = self
+                .relocate_by_record(peer, s.addr, s.len)
+                .map_err(|e| (i, e))?;
             i += 1;
         }
         Ok(())

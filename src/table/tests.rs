@@ -864,6 +864,13 @@ fn model_run(seed: u64, ops: usize) {
                             want,
                             "seed {seed} op {op} relocate {addr:#x}+{len:#x}"
                         );
+                        // The C ABI's slow path, also where a direct
+                        // entry would answer.
+                        assert_eq!(
+                            t.relocate_by_record(space as u32 - 1, addr, len),
+                            want,
+                            "seed {seed} op {op} relocate_by_record {addr:#x}+{len:#x}"
+                        );
                         batch.push((RemoteSpan { addr, len }, want));
                     }
                 }
