@@ -257,13 +257,15 @@ fn relocate_bounds_and_top_of_space() {
     assert_eq!(t.relocate(0, TOP - 1, 1), Ok(0x3000_0000 + 8191));
     assert_eq!(t.relocate(0, TOP - 1, 2), oob);
     assert_eq!(t.relocate(0, TOP - 1, u64::MAX), oob);
-    // Lengths just below 2^48, whose last byte carries into bit 48 (which
-    // the direct path's shifted window test drops): the window bits below
-    // it differ too, so these still fail.
+    // Lengths just below 2^48 (the direct path's window test, which asks
+    // `len < G`, leaves them to the record) and an access whose last byte
+    // carries into bit 48 (which that test, made on the key's scale, drops:
+    // the window bits below it differ as well).
     for len in [TOP - 4096, TOP - 4095, TOP - 1] {
         assert_eq!(t.relocate(0, TOP - 1, len), oob, "len {len:#x}");
         assert_eq!(t.relocate(0, top, len), oob, "len {len:#x}");
     }
+    assert_eq!(t.relocate(0, TOP - 4096, 4097), oob);
     assert_eq!(t.relocate(0, TOP, 0), Err(Error::NotFound));
     assert_eq!(t.relocate(0, 0, 0), Err(Error::NotFound));
     t.remove_remote(0, top).unwrap();
