@@ -420,6 +420,10 @@ struct Tree<'a> {
     key_mul: u64,
     /// The address bits at and above the granule shift `g`.
     outside: u64,
+    /// [`ADDR_LIMIT`], kept as a value: as a constant it is a 64-bit
+    /// immediate, which the compiler loaded afresh for every access (one
+    /// instruction of 36 per access; the batch is 2% faster without it).
+    addr_limit: u64,
 }
 
 impl Tree<'_> {
@@ -429,7 +433,7 @@ impl Tree<'_> {
     /// is answered through the record instead, the same).
     #[inline(always)]
     fn direct<const HOPS: u32>(&self, addr: u64, len: u64) -> Option<usize> {
-        if addr >= ADDR_LIMIT {
+        if addr >= self.addr_limit {
             return None;
         }
         // Level `h` takes the top `LEVEL_BITS` bits of the key shifted left
@@ -882,6 +886,8 @@ impl<S: TableStorage> Table<S> {
             // the mask back into shifts by a register (see `Tree`).
             key_mul: black_box(1u64.wrapping_shl(root as u32 & ROOT_FIELD_MASK as u32)),
             outside: black_box(u64::MAX.wrapping_shl(g)),
+            // `black_box`: else the constant comes back as an immediate.
+            addr_limit: black_box(ADDR_LIMIT),
         };
         let n = spans.len().min(out.len());
         let (spans, out) = (&spans[..n], &mut out[..n]);
