@@ -996,7 +996,8 @@ pub unsafe extern "C" fn mcshm_cache_alloc(
 }
 
 /// [`mcshm_cache_alloc`] past the kept blocks: bad arguments, the wrong
-/// thread, and allocations from the pool. `extern "C"` for the reason [`pool_alloc_full`] is.
+/// thread, and allocations from the pool. `extern "C"` for the reason
+/// [`pool_alloc_full`] is.
 ///
 /// # Safety
 /// As [`mcshm_cache_alloc`].
@@ -1455,9 +1456,9 @@ unsafe extern "C" fn relocate_slow(
     len: u64,
     out: *mut *mut c_void,
 ) -> i32 {
-    // SAFETY: per this function's contract.
     // `relocate_by_record`: the caller has tried the direct path (or found
     // a bad pointer, which `lookup_into` reports before any lookup).
+    // SAFETY: per this function's contract.
     unsafe { lookup_into(t, out, |t| t.relocate_by_record(peer, remote_addr, len)) }
 }
 

@@ -739,19 +739,18 @@ impl<S: TableStorage> Table<S> {
     /// [`Error::OutOfBounds`] if one does but the access runs past its end.
     #[inline]
     pub fn relocate(&self, peer: u32, remote_addr: u64, len: u64) -> Result<usize> {
-        if peer >= self.cfg.max_peers {
-            return Err(Error::InvalidArgument);
-        }
-        match self.direct_in(true, peer as usize + 1, remote_addr, len) {
+        // The two halves the C ABI calls too; the second checks the peer.
+        match self.relocate_direct(peer, remote_addr, len) {
             Some(local) => Ok(local),
             None => self.relocate_by_record(peer, remote_addr, len),
         }
     }
 
-    /// [`Self::relocate`] without its direct-entry path, for callers that
-    /// have tried that path already (the C ABI, the batch): the record(s)
-    /// of the access's leaf entry give the answer or the error. Same
-    /// results as `relocate` for every input.
+    /// [`Self::relocate`] without its direct-entry path
+    /// ([`Self::relocate_direct`]), for callers that have tried that path
+    /// already (`relocate` itself, the C ABI, the batch): the record(s) of
+    /// the access's leaf entry give the answer or the error. Same results
+    /// as `relocate` for every input.
     #[inline(never)]
     pub(crate) fn relocate_by_record(
         &self,
@@ -924,9 +923,8 @@ impl<S: TableStorage> Table<S> {
     /// The common case of [`Self::relocate`] alone: `Some(local)` when the
     /// access is answered by a direct leaf entry, `None` for everything else
     /// (an error or an answer that needs the record), which
-    /// [`Self::relocate`] then gives. Same checks, no record read, no error
-    /// values: the C ABI runs it first and falls back to the full call.
-    #[cfg(feature = "capi")]
+    /// [`Self::relocate_by_record`] then gives. Same checks, no record read,
+    /// no error values.
     #[inline(always)]
     pub(crate) fn relocate_direct(&self, peer: u32, remote_addr: u64, len: u64) -> Option<usize> {
         let ok = peer < self.cfg.max_peers;
