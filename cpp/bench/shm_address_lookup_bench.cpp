@@ -37,7 +37,9 @@ DEFINE_string(json, "", "Also write the results as JSON to this file");
 DEFINE_uint64(seed, 42, "Seed for remote bases and queries");
 DEFINE_int32(batch, 256, "Lookups per timed sample (sample = batch mean)");
 DEFINE_int32(min_time_ms, 200, "Keep repeating the lookup passes for at least this long");
-DEFINE_int32(min_passes, 3, "Minimum passes over the queries per strategy");
+DEFINE_int32(min_passes, 3,
+             "Minimum passes over the queries per strategy (taken in whole cycles in which "
+             "each strategy follows every other once: 5 passes each)");
 DEFINE_int32(max_passes, 1000, "Maximum passes over the queries per strategy");
 DEFINE_int32(lookup_len, 4096, "Length of each looked-up range in bytes");
 DEFINE_int32(table_max_nodes, 0, "mcshm_table_config.max_nodes (0 = auto)");
@@ -97,6 +99,35 @@ bool timeBatchPass(const mcshm_table* tp, const std::vector<mcshm_span>& spans, 
     out.push_back(double(t1 - t0) / double(n));
   }
   return ok;
+}
+
+// An order of passes over n strategies in which each strategy follows every
+// other exactly once: an Euler circuit of the complete directed graph on n
+// vertices (every vertex has n - 1 edges in and out, so one exists), found by
+// Hierholzer's algorithm. It has n * (n - 1) entries and is cyclic: its last
+// entry followed by its first is one of its pairs, so running it over and
+// over keeps the balance. (Rotating one fixed order does not: each strategy
+// then nearly always follows the same one.)
+std::vector<std::size_t> balancedOrder(std::size_t n) {
+  if (n < 2) return std::vector<std::size_t>(n, 0);
+  std::vector<std::vector<std::size_t>> next(n);
+  for (std::size_t v = 0; v < n; ++v)
+    for (std::size_t w = n; w-- > 0;)
+      if (w != v) next[v].push_back(w);
+  std::vector<std::size_t> stack{0}, circuit;
+  while (!stack.empty()) {
+    const std::size_t v = stack.back();
+    if (next[v].empty()) {
+      circuit.push_back(v);
+      stack.pop_back();
+    } else {
+      stack.push_back(next[v].back());
+      next[v].pop_back();
+    }
+  }
+  std::reverse(circuit.begin(), circuit.end());
+  circuit.pop_back();  // the start again
+  return circuit;
 }
 
 uint64_t nextPow2(uint64_t v) {
@@ -263,10 +294,11 @@ RunStatus runCount(Report& rep, uint32_t count, bool cold_miss, Medians& med) {
     }
   }
 
-  // Time: alternate strategies pass by pass to cancel drift, starting each
-  // round one strategy later, so that each follows every other equally
-  // often (a pass leaves the caches warm for the data it shares with the
-  // next one, and cold after the linear scan at large counts).
+  // Time: alternate strategies pass by pass to cancel drift, in an order in
+  // which each follows every other equally often (a pass leaves the caches
+  // warm for the data it shares with the next one, and cold after the
+  // linear scan at large counts). Whole cycles of that order only, so every
+  // strategy gets the same number of passes.
   std::vector<double> s_lin, s_map, s_rel, s_res, s_batch, s_floor;
   uintptr_t sink = 0;
   bool batch_ok = true;
@@ -279,14 +311,15 @@ RunStatus runCount(Report& rep, uint32_t count, bool cold_miss, Medians& med) {
       [&] { timePass(qs, batch, s_floor, sink, fFloor); },
   };
   const std::size_t n_strategies = rust_ok ? std::size(strategies) : 2;
+  const std::vector<std::size_t> order = balancedOrder(n_strategies);
+  const int passes_per_cycle = int(order.size() / n_strategies);
   const uint64_t start = nowNs();
   int passes = 0;
   while (passes < FLAGS_max_passes &&
          (passes < FLAGS_min_passes ||
           nowNs() - start < uint64_t(FLAGS_min_time_ms) * 1000000ULL)) {
-    for (std::size_t k = 0; k < n_strategies; ++k)
-      strategies[(std::size_t(passes) + k) % n_strategies]();
-    ++passes;
+    for (std::size_t k : order) strategies[k]();
+    passes += passes_per_cycle;
   }
   mcshm_bench::doNotOptimize(sink);
   if (!batch_ok) {
