@@ -6,9 +6,9 @@
 //! keeps up to [`CACHE_BLOCKS`] blocks of the arena *owned*: allocated in
 //! the arena's eyes and marked so ([`Arena::set_owned`]). The cache hands
 //! them out and takes them back by itself, touching only its own memory
-//! (a few KiB): a freed block waits in a stack per size class for the next
-//! request it holds, exactly as the arena's quick slots do, but without
-//! the lock.
+//! (about 37 KiB, of which a call reads a few lines): a freed block waits
+//! in a stack per size class for the next request it holds, exactly as the
+//! arena's quick slots do, but without the lock.
 //!
 //! Why the mark: the cache checks every free it takes against its own
 //! table (a second free of a kept block is [`Error::DoubleFree`]), and the
@@ -38,7 +38,10 @@ pub const CACHE_BLOCKS: usize = 512;
 /// An empty class stack or end of one (block indices are `< CACHE_BLOCKS`).
 const NONE: u16 = u16::MAX;
 /// log2 of the offset table's size: twice [`CACHE_BLOCKS`], so that linear
-/// probing stays short and always finds an empty entry.
+/// probing stays short and always finds an empty entry. An entry is
+/// `class << 16 | (index + 1)` (0 = empty): a free learns the class of the
+/// block from the same load that finds it, so where it pushes the block
+/// does not wait for a second load (the block's record).
 const TABLE_LOG2: u32 = 10;
 const TABLE: usize = 1 << TABLE_LOG2;
 const _: () =
@@ -79,7 +82,7 @@ struct Block {
     offset: u64,
     /// Usable bytes (the size the arena allocated, a granule multiple).
     size: u64,
-    /// `class_of(size)`, kept so that a free need not compute it.
+    /// `class_of(size)`. A free reads the same from the block's table entry.
     class: u16,
     /// Next kept block of the same class, or [`NONE`].
     next: u16,
@@ -98,10 +101,11 @@ const UNUSED: Block = Block {
 /// A cache of arena blocks for one thread; see the module docs.
 ///
 /// Invariants: `used` marks the entries of `blocks` in use; each used
-/// entry's offset sits in `table` (as index + 1) on the probe path from
-/// its home; the kept ones are on the stack `heads[class]` of their class
-/// and their sizes add up to `max_bytes - room`; every used entry
-/// is owned in the source.
+/// entry's offset sits in `table` (as `entry(index, class)`) on the
+/// probe path from its home; the kept ones are on the stack `heads[class]`
+/// of their class, whose top block's offset is `head_offsets[class]`, and
+/// their sizes add up to `max_bytes - room`; every used entry is owned in
+/// the source.
 pub struct ThreadCache<'a, A: CacheSource + ?Sized> {
     src: &'a A,
     max_bytes: u64,
@@ -114,8 +118,24 @@ pub struct ThreadCache<'a, A: CacheSource + ?Sized> {
     /// Owned blocks (a count of `used`).
     owned: usize,
     heads: [u16; CLASSES],
-    table: [u16; TABLE],
+    /// The offset of each non-empty stack's top block (stale for an empty
+    /// stack): an allocation has its answer after one load, and reads the
+    /// block's record off that path.
+    head_offsets: [u64; CLASSES],
+    table: [u32; TABLE],
     blocks: [Block; CACHE_BLOCKS],
+}
+
+/// The offset table's entry for block `b` of class `class`.
+#[inline(always)]
+fn entry(b: u16, class: u16) -> u32 {
+    (class as u32) << 16 | (b as u32 + 1)
+}
+
+/// The block index and class of a non-empty table entry.
+#[inline(always)]
+fn entry_parts(e: u32) -> (u16, u16) {
+    ((e as u16).wrapping_sub(1), (e >> 16) as u16)
 }
 
 /// The home entry of `offset` in the offset table (Fibonacci hashing).
@@ -135,6 +155,7 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
             cursor: 0,
             owned: 0,
             heads: [NONE; CLASSES],
+            head_offsets: [0; CLASSES],
             table: [0; TABLE],
             blocks: [UNUSED; CACHE_BLOCKS],
         }
@@ -161,19 +182,20 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         &mut self.blocks[b as usize & (CACHE_BLOCKS - 1)]
     }
 
-    /// The table position and block index of the owned block at `offset`,
-    /// if any. Ends: the table is at most half full, so the probe meets an
-    /// empty entry.
+    /// The table position, block index and class of the owned block at
+    /// `offset`, if any. Ends: the table is at most half full, so the probe
+    /// meets an empty entry.
     #[inline(always)]
-    fn find(&self, offset: u64) -> Option<(usize, u16)> {
+    fn find(&self, offset: u64) -> Option<(usize, u16, u16)> {
         let mut h = home(offset);
         loop {
             let e = self.table[h];
             if e == 0 {
                 return None;
             }
-            if self.blk(e - 1).offset == offset {
-                return Some((h, e - 1));
+            let (b, class) = entry_parts(e);
+            if self.blk(b).offset == offset {
+                return Some((h, b, class));
             }
             h = (h + 1) & (TABLE - 1);
         }
@@ -200,14 +222,13 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         if b == NONE {
             return None;
         }
-        let Block {
-            offset, size, next, ..
-        } = *self.blk(b);
-        debug_assert!(size >= rsize);
+        let offset = self.head_offsets[c];
         if offset & (align - 1) != 0 {
             return None;
         }
-        self.heads[c] = next;
+        let Block { size, next, .. } = *self.blk(b);
+        debug_assert!(size >= rsize && self.blk(b).offset == offset);
+        self.pop(c, next);
         self.blk_mut(b).kept = false;
         self.room += size;
         Some(offset)
@@ -226,12 +247,10 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     /// calls, no panics.
     #[inline(always)]
     pub(crate) fn free_kept(&mut self, offset: u64) -> bool {
-        let Some((_, b)) = self.find(offset) else {
+        let Some((_, b, class)) = self.find(offset) else {
             return false;
         };
-        let Block {
-            size, class, kept, ..
-        } = *self.blk(b);
+        let Block { size, kept, .. } = *self.blk(b);
         if kept || size > self.room {
             return false;
         }
@@ -242,6 +261,7 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         blk.kept = true;
         blk.next = next;
         self.heads[c] = b;
+        self.head_offsets[c] = offset;
         true
     }
 
@@ -326,7 +346,7 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         if self.free_kept(offset) {
             return Ok(());
         }
-        let Some((h, b)) = self.find(offset) else {
+        let Some((h, b, _)) = self.find(offset) else {
             return self.src.free(offset);
         };
         if self.blk(b).kept {
@@ -369,7 +389,7 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         self.cursor = (b + 1) % n;
         let c = self.blk(b).class as usize;
         let top = self.heads[c];
-        self.heads[c] = self.blk(top).next;
+        self.pop(c, self.blk(top).next);
         self.give_back(top)
     }
 
@@ -380,10 +400,18 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         self.room += self.blk(b).size;
         let found = self.find(offset);
         debug_assert!(found.is_some(), "a used block is in the table");
-        if let Some((h, _)) = found {
+        if let Some((h, ..)) = found {
             self.untrack(h);
         }
         self.src.free_owned(offset)
+    }
+
+    /// Makes `next` (the top block's successor) the top of class `c`'s
+    /// stack.
+    #[inline(always)]
+    fn pop(&mut self, c: usize, next: u16) {
+        self.heads[c] = next;
+        self.head_offsets[c] = self.blk(next).offset;
     }
 
     fn is_used(&self, b: u16) -> bool {
@@ -408,13 +436,13 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         while self.table[h] != 0 {
             h = (h + 1) & (TABLE - 1);
         }
-        self.table[h] = b + 1;
+        self.table[h] = entry(b, class_of(size) as u16);
     }
 
     /// Removes the entry at table position `hole` (backward-shift
     /// deletion: no tombstones) and frees its block entry.
     fn untrack(&mut self, mut hole: usize) {
-        let b = self.table[hole] - 1;
+        let (b, _) = entry_parts(self.table[hole]);
         self.used[b as usize / 64 % USED_WORDS] &= !(1 << (b % 64));
         self.owned -= 1;
         *self.blk_mut(b) = UNUSED;
@@ -427,7 +455,7 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
             }
             // `e` may fill the hole iff its home is not cyclically within
             // `(hole, j]`.
-            let dist_home = j.wrapping_sub(home(self.blk(e - 1).offset)) & (TABLE - 1);
+            let dist_home = j.wrapping_sub(home(self.blk(entry_parts(e).0).offset)) & (TABLE - 1);
             if dist_home >= j.wrapping_sub(hole) & (TABLE - 1) {
                 self.table[hole] = e;
                 hole = j;
@@ -499,8 +527,8 @@ impl<A: CacheSource + ?Sized> ThreadCache<'_, A> {
             owned += 1;
             let blk = *self.blk(b);
             assert_eq!(
-                self.find(blk.offset).map(|(_, i)| i),
-                Some(b),
+                self.find(blk.offset).map(|(_, i, c)| (i, c)),
+                Some((b, blk.class)),
                 "block not in the table"
             );
             assert_eq!(blk.class as usize, class_of(blk.size));
@@ -518,6 +546,13 @@ impl<A: CacheSource + ?Sized> ThreadCache<'_, A> {
         assert_eq!(self.table.iter().filter(|&&e| e != 0).count(), owned);
         let mut on_stacks = 0;
         for (c, &head) in self.heads.iter().enumerate() {
+            if head != NONE {
+                assert_eq!(
+                    self.head_offsets[c],
+                    self.blk(head).offset,
+                    "stale top offset"
+                );
+            }
             let mut b = head;
             while b != NONE {
                 let blk = *self.blk(b);
