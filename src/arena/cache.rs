@@ -425,10 +425,11 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         debug_assert!(!self.is_used(b));
         self.used[w] |= 1 << (b % 64);
         self.owned += 1;
+        let class = class_of(size) as u16;
         *self.blk_mut(b) = Block {
             offset,
             size,
-            class: class_of(size) as u16,
+            class,
             next: NONE,
             kept: false,
         };
@@ -436,7 +437,7 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         while self.table[h] != 0 {
             h = (h + 1) & (TABLE - 1);
         }
-        self.table[h] = entry(b, class_of(size) as u16);
+        self.table[h] = entry(b, class);
     }
 
     /// Removes the entry at table position `hole` (backward-shift
