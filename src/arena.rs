@@ -332,7 +332,9 @@ struct Record {
 struct Entry {
     key: u64,
     idx: u32,
-    _pad: u32,
+    /// `class_of` the block's extent, fixed while it is indexed: a free
+    /// finds its quick slot from the entry, without waiting for the record.
+    class: u32,
 }
 
 /// Bytes per table entry (a power of two).
@@ -871,16 +873,17 @@ impl Tlsf<'_> {
     }
 
     #[inline(always)]
-    fn index_insert(&mut self, key: u64, idx: u32) {
+    fn index_insert(&mut self, key: u64, idx: u32, class: usize) {
         let mask = self.geo.mask;
         let mut pos = self.home(key);
         while self.ent(pos).key != EMPTY_KEY {
             pos = (pos + ENTRY_BYTES) & mask;
         }
-        // Field by field: `_pad` keeps whatever (initialized) value it has.
-        let e = self.ent_mut(pos);
-        e.key = key;
-        e.idx = idx;
+        *self.ent_mut(pos) = Entry {
+            key,
+            idx,
+            class: class as u32,
+        };
     }
 
     /// Empties position `pos`, shifting back the entries of its probe run.
@@ -942,7 +945,7 @@ impl Tlsf<'_> {
             *e = Entry {
                 key: EMPTY_KEY,
                 idx: NIL,
-                _pad: 0,
+                class: 0,
             };
         }
         for (i, r) in self.recs().iter_mut().enumerate() {
@@ -1109,7 +1112,14 @@ impl Tlsf<'_> {
     /// `BACK` puts it in the back slot of its class instead.
     #[inline(always)]
     fn quick_put<const BACK: bool>(&mut self, i: u32, extent: u64) -> bool {
-        let c = class_of(extent);
+        self.quick_put_in::<BACK>(i, extent, class_of(extent))
+    }
+
+    /// [`quick_put`](Self::quick_put) for a caller that knows the class
+    /// `c` of `extent` already (from the block's index entry).
+    #[inline(always)]
+    fn quick_put_in<const BACK: bool>(&mut self, i: u32, extent: u64, c: usize) -> bool {
+        debug_assert_eq!(c, class_of(extent));
         if self.slots::<BACK>()[c] != NIL || extent > self.ctl.quick_room {
             return false;
         }
@@ -1221,7 +1231,7 @@ impl Tlsf<'_> {
             prev_free: slack,
             next_free: NIL,
         };
-        self.index_insert(start, n);
+        self.index_insert(start, n, class_of(extent));
         self.ctl.in_use += rsize;
         self.ctl.live += 1;
         start
@@ -1233,7 +1243,7 @@ impl Tlsf<'_> {
     #[inline(always)]
     fn free_at(&mut self, pos: usize, offset: u64) -> bool {
         let i = self.ent(pos).idx;
-        if self.free_to_quick(i) {
+        if self.free_to_quick(pos) {
             return true;
         }
         let Record {
@@ -1272,24 +1282,26 @@ impl Tlsf<'_> {
     #[inline(always)]
     fn free_quick(&mut self, offset: u64) -> bool {
         match self.index_find(offset) {
-            Some(pos) => self.free_to_quick(self.ent(pos).idx),
+            Some(pos) => self.free_to_quick(pos),
             None => false,
         }
     }
 
-    /// Frees indexed block `i` into the quick slot of its class if it is
-    /// not a quick block already and the slot takes it (see
-    /// [`quick_put`](Self::quick_put)); `false`, changing nothing,
+    /// Frees the block of the table entry at `pos` into the quick slot of
+    /// its class if it is not a quick block already and the slot takes it
+    /// (see [`quick_put`](Self::quick_put)); `false`, changing nothing,
     /// otherwise.
     #[inline(always)]
-    fn free_to_quick(&mut self, i: u32) -> bool {
+    fn free_to_quick(&mut self, pos: usize) -> bool {
+        let Entry { idx: i, class, .. } = *self.ent(pos);
         let Record {
             size: extent,
             prev_free: slack,
             ..
         } = *self.rec(i);
         debug_assert!(extent & FREE_BIT == 0, "indexed block is free");
-        if extent & (QUICK_BIT | OWNED_BIT) != 0 || !self.quick_put::<false>(i, extent) {
+        let c = class as usize & (CLASSES - 1); // no-op: elides the bounds checks
+        if extent & (QUICK_BIT | OWNED_BIT) != 0 || !self.quick_put_in::<false>(i, extent, c) {
             return false;
         }
         self.count_free(extent - slack as u64);
@@ -1821,6 +1833,7 @@ impl<S: ArenaStorage> Arena<S> {
                 } else {
                     let p = p.expect("allocated block not indexed");
                     assert_eq!(t.tab()[p / ENTRY_BYTES].idx, i);
+                    assert_eq!(t.tab()[p / ENTRY_BYTES].class as usize, class_of(size));
                     if quick {
                         let c = class_of(size);
                         assert!(
