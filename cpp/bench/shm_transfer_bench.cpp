@@ -38,7 +38,7 @@ DEFINE_string(fault_order, "interleaved",
               "Which side's pages are faulted in first: interleaved (2 MiB chunks taken in "
               "turn), pool_first (a MCSHM_POOL_PREFAULT pool, then the anonymous buffers) or "
               "anon_first");
-DEFINE_int32(rounds, 3,
+DEFINE_int32(rounds, 8,
              "Rounds, each with freshly mapped buffers on both sides; the transfers of a size "
              "are split between them and their samples pooled (averages out where pages land)");
 
