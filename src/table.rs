@@ -902,10 +902,7 @@ impl<S: TableStorage> Table<S> {
             for k in 0..RUN_UNROLL {
                 match tree.direct::<HOPS>(sc[k].addr, sc[k].len) {
                     Some(local) => oc[k] = local,
-                    // Not `i + k`: that would keep `k` in a register at
-                    // every step (one instruction per access) for the rare
-                    // exit. The cold path runs the chunk again instead.
-                    None => return i + Self::direct_chunk_again::<HOPS>(&tree, sc, oc),
+                    None => return i + k,
                 }
             }
             i += RUN_UNROLL;
@@ -921,28 +918,6 @@ impl<S: TableStorage> Table<S> {
             i += 1;
         }
         n
-    }
-
-    /// How many accesses of `spans` (from the start) are answered by direct
-    /// entries of `tree`, their answers written to `out`: the exit of
-    /// [`Self::direct_run_in`]'s unrolled loop, which runs its chunk again
-    /// rather than count its steps. The answers are those of this run (the
-    /// table may have changed since the first), each a mapping registered
-    /// at some instant during the call.
-    #[cold]
-    #[inline(never)]
-    fn direct_chunk_again<const HOPS: u32>(
-        tree: &Tree<'_>,
-        spans: &[RemoteSpan],
-        out: &mut [usize],
-    ) -> usize {
-        for (k, (s, o)) in spans.iter().zip(out.iter_mut()).enumerate() {
-            match tree.direct::<HOPS>(s.addr, s.len) {
-                Some(local) => *o = local,
-                None => return k,
-            }
-        }
-        spans.len().min(out.len())
     }
 
     /// The common case of [`Self::relocate`] alone: `Some(local)` when the
