@@ -82,8 +82,6 @@ struct Block {
     offset: u64,
     /// Usable bytes (the size the arena allocated, a granule multiple).
     size: u64,
-    /// `class_of(size)`. A free reads the same from the block's table entry.
-    class: u16,
     /// Next kept block of the same class, or [`NONE`].
     next: u16,
     /// Kept for reuse (`true`) or handed out to the user.
@@ -93,7 +91,6 @@ struct Block {
 const UNUSED: Block = Block {
     offset: u64::MAX,
     size: 0,
-    class: 0,
     next: NONE,
     kept: false,
 };
@@ -387,7 +384,9 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
             return Ok(());
         };
         self.cursor = (b + 1) % n;
-        let c = self.blk(b).class as usize;
+        // The class of a block is in its table entry; this rare path
+        // computes it rather than probe for the entry.
+        let c = class_of(self.blk(b).size);
         let top = self.heads[c];
         self.pop(c, self.blk(top).next);
         self.give_back(top)
@@ -425,11 +424,9 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         debug_assert!(!self.is_used(b));
         self.used[w] |= 1 << (b % 64);
         self.owned += 1;
-        let class = class_of(size) as u16;
         *self.blk_mut(b) = Block {
             offset,
             size,
-            class,
             next: NONE,
             kept: false,
         };
@@ -437,7 +434,7 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         while self.table[h] != 0 {
             h = (h + 1) & (TABLE - 1);
         }
-        self.table[h] = entry(b, class);
+        self.table[h] = entry(b, class_of(size) as u16);
     }
 
     /// Removes the entry at table position `hole` (backward-shift
@@ -528,11 +525,10 @@ impl<A: CacheSource + ?Sized> ThreadCache<'_, A> {
             owned += 1;
             let blk = *self.blk(b);
             assert_eq!(
-                self.find(blk.offset).map(|(_, i, c)| (i, c)),
-                Some((b, blk.class)),
-                "block not in the table"
+                self.find(blk.offset).map(|(_, i, c)| (i, c as usize)),
+                Some((b, class_of(blk.size))),
+                "block not in the table (or with another class)"
             );
-            assert_eq!(blk.class as usize, class_of(blk.size));
             assert_eq!(
                 blk.size,
                 class_ceil(blk.size),
@@ -558,7 +554,7 @@ impl<A: CacheSource + ?Sized> ThreadCache<'_, A> {
             while b != NONE {
                 let blk = *self.blk(b);
                 assert!(self.is_used(b) && blk.kept, "stack holds a block not kept");
-                assert_eq!(blk.class as usize, c, "block on the wrong class stack");
+                assert_eq!(class_of(blk.size), c, "block on the wrong class stack");
                 on_stacks += 1;
                 b = blk.next;
             }
