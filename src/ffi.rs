@@ -958,7 +958,7 @@ unsafe fn own_cache<'a>(cache: *const mcshm_cache) -> Option<&'a mut ThreadCache
     // SAFETY: per this function's contract; `thread` is never written after
     // creation, so any thread may read it.
     let c = unsafe { &*cache };
-    if c.thread != thread_id() {
+    if thread_id() != c.thread {
         return None;
     }
     // SAFETY: only the creating thread gets here, one call at a time (the
@@ -1037,18 +1037,29 @@ unsafe extern "C" fn cache_alloc_slow(
 /// `cache` is a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn mcshm_cache_free(cache: *mut mcshm_cache, offset: u64) -> i32 {
-    if ptr_ok(cache) {
-        // SAFETY: non-null and aligned (checked above); live per the contract.
-        if let Some(c) = unsafe { own_cache(cache) } {
-            // Cannot panic (no calls, no checked arithmetic); see
-            // `ThreadCache::free_kept`.
-            if c.free_kept(offset) {
-                return MCSHM_OK;
-            }
+    if !ptr_ok(cache) {
+        return bad_cache_pointer(cache.addr());
+    }
+    // SAFETY: non-null and aligned (checked above); live per the contract.
+    if let Some(c) = unsafe { own_cache(cache) } {
+        // Cannot panic (no calls, no checked arithmetic); see
+        // `ThreadCache::free_kept`.
+        if c.free_kept(offset) {
+            return MCSHM_OK;
         }
     }
     // SAFETY: per this function's contract.
     unsafe { cache_free_slow(cache, offset) }
+}
+
+/// [`bad_pointer`] for a `cache` argument alone, out of line as
+/// [`bad_pool_pointer`] is (and a target of its own, so that the fast path
+/// tests the two halves of `ptr_ok` with two branches, not with four
+/// instructions that combine them and one branch).
+#[cold]
+#[inline(never)]
+extern "C" fn bad_cache_pointer(cache: usize) -> i32 {
+    bad_pointer(&[(cache, align_of::<mcshm_cache>())])
 }
 
 /// [`mcshm_cache_free`] past the kept blocks; as [`cache_alloc_slow`].

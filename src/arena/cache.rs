@@ -6,7 +6,7 @@
 //! keeps up to [`CACHE_BLOCKS`] blocks of the arena *owned*: allocated in
 //! the arena's eyes and marked so ([`Arena::set_owned`]). The cache hands
 //! them out and takes them back by itself, touching only its own memory
-//! (about 37 KiB, of which a call reads a few lines): a freed block waits
+//! (about 41 KiB, of which a call reads a few lines): a freed block waits
 //! in a stack per size class for the next request it holds, exactly as the
 //! arena's quick slots do, but without the lock.
 //!
@@ -28,20 +28,37 @@
 //! theirs until they flush or drop.
 
 use super::{
-    checked_request, class_ceil, class_of, class_search, request, Arena, ArenaStorage,
-    ShardedArena, CLASSES, MAX_CAPACITY,
+    align_mask, checked_request, class_ceil, class_of, class_search, request, request_class, Arena,
+    ArenaStorage, ShardedArena, CLASSES, MAX_CAPACITY,
 };
 use crate::{Error, Result};
 
 /// Most blocks a [`ThreadCache`] owns at once, kept or handed out.
 pub const CACHE_BLOCKS: usize = 512;
-/// An empty class stack or end of one (block indices are `< CACHE_BLOCKS`).
-const NONE: u16 = u16::MAX;
+/// A block's *reference*: its index in `blocks` times [`BLOCK_BYTES`],
+/// which is its record's byte offset there, so the hot paths reach a
+/// record with one mask and no multiply.
+type BlockRef = u16;
+/// Bytes of a [`Block`] record (a power of two).
+const BLOCK_BYTES: usize = size_of::<Block>();
+/// The bits of a reference: masked with it, any `u16` is some block's.
+const REF_MASK: usize = (CACHE_BLOCKS - 1) * BLOCK_BYTES;
+/// An empty class stack or end of one (no block's reference).
+const NONE: BlockRef = u16::MAX;
+const _: () = assert!(
+    BLOCK_BYTES.is_power_of_two() && CACHE_BLOCKS * BLOCK_BYTES <= NONE as usize,
+    "every reference fits a u16 below NONE"
+);
+/// [`Block::lent`] of a kept block: above any `room` (the budget is at
+/// most `MAX_CAPACITY`), so one compare tells a free it cannot keep the
+/// block, whether it is kept already or over the budget.
+const KEPT: u64 = u64::MAX;
 /// log2 of the offset table's size: twice [`CACHE_BLOCKS`], so that linear
 /// probing stays short and always finds an empty entry. An entry is
-/// `class << 16 | (index + 1)` (0 = empty): a free learns the class of the
-/// block from the same load that finds it, so where it pushes the block
-/// does not wait for a second load (the block's record).
+/// `class << 16 | reference` (0 = empty: every block is at least a granule,
+/// of class 1 or above): a free learns the class of the block from the
+/// same load that finds it, so where it pushes the block does not wait for
+/// a second load (the block's record).
 const TABLE_LOG2: u32 = 10;
 const TABLE: usize = 1 << TABLE_LOG2;
 const _: () =
@@ -78,31 +95,33 @@ pub trait CacheSource {
 
 /// One owned block.
 #[derive(Clone, Copy)]
+#[repr(C)]
 struct Block {
     offset: u64,
     /// Usable bytes (the size the arena allocated, a granule multiple).
     size: u64,
+    /// `size` while handed out to the user, [`KEPT`] while kept for reuse.
+    lent: u64,
     /// Next kept block of the same class, or [`NONE`].
-    next: u16,
-    /// Kept for reuse (`true`) or handed out to the user.
-    kept: bool,
+    next: BlockRef,
 }
 
 const UNUSED: Block = Block {
     offset: u64::MAX,
     size: 0,
+    lent: 0,
     next: NONE,
-    kept: false,
 };
 
 /// A cache of arena blocks for one thread; see the module docs.
 ///
 /// Invariants: `used` marks the entries of `blocks` in use; each used
-/// entry's offset sits in `table` (as `entry(index, class)`) on the
-/// probe path from its home; the kept ones are on the stack `heads[class]`
-/// of their class, whose top block's offset is `head_offsets[class]`, and
-/// their sizes add up to `max_bytes - room`; every used entry is owned in
-/// the source.
+/// entry's offset sits in `table` (as `entry(reference, class)`) on the
+/// probe path from its home; the kept ones (`lent == KEPT`, the others'
+/// `lent` is their size) are on the stack `heads[class]` of their class,
+/// whose top block's offset is `head_offsets[class]`, and their sizes add
+/// up to `max_bytes - room`; `max_bytes <= MAX_CAPACITY`; every used entry
+/// is owned in the source.
 pub struct ThreadCache<'a, A: CacheSource + ?Sized> {
     src: &'a A,
     max_bytes: u64,
@@ -114,7 +133,7 @@ pub struct ThreadCache<'a, A: CacheSource + ?Sized> {
     cursor: u16,
     /// Owned blocks (a count of `used`).
     owned: usize,
-    heads: [u16; CLASSES],
+    heads: [BlockRef; CLASSES],
     /// The offset of each non-empty stack's top block (stale for an empty
     /// stack): an allocation has its answer after one load, and reads the
     /// block's record off that path.
@@ -125,14 +144,27 @@ pub struct ThreadCache<'a, A: CacheSource + ?Sized> {
 
 /// The offset table's entry for block `b` of class `class`.
 #[inline(always)]
-fn entry(b: u16, class: u16) -> u32 {
-    (class as u32) << 16 | (b as u32 + 1)
+fn entry(b: BlockRef, class: u16) -> u32 {
+    debug_assert!(class > 0);
+    (class as u32) << 16 | b as u32
 }
 
-/// The block index and class of a non-empty table entry.
+/// The block reference and class of a non-empty table entry.
 #[inline(always)]
-fn entry_parts(e: u32) -> (u16, u16) {
-    ((e as u16).wrapping_sub(1), (e >> 16) as u16)
+fn entry_parts(e: u32) -> (BlockRef, u16) {
+    (e as u16, (e >> 16) as u16)
+}
+
+/// The reference of the block at index `i` of `blocks`.
+#[inline(always)]
+fn block_ref(i: usize) -> BlockRef {
+    ((i % CACHE_BLOCKS) * BLOCK_BYTES) as BlockRef
+}
+
+/// The index in `blocks` of the block `b` refers to.
+#[inline(always)]
+fn block_index(b: BlockRef) -> usize {
+    (b as usize & REF_MASK) / BLOCK_BYTES
 }
 
 /// The home entry of `offset` in the offset table (Fibonacci hashing).
@@ -142,8 +174,10 @@ fn home(offset: u64) -> usize {
 }
 
 impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
-    /// An empty cache over `src` that keeps at most `max_bytes` for reuse.
+    /// An empty cache over `src` that keeps at most `max_bytes` for reuse
+    /// (more than `MAX_CAPACITY` is no limit at all).
     pub fn new(src: &'a A, max_bytes: u64) -> Self {
+        let max_bytes = max_bytes.min(MAX_CAPACITY);
         ThreadCache {
             src,
             max_bytes,
@@ -168,22 +202,34 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         self.owned
     }
 
+    // A reference is the record's byte offset in `blocks`; masked, it is
+    // one of the `CACHE_BLOCKS` records' (the hot paths then need no
+    // index arithmetic, which the compiler does not always fold away).
     #[inline(always)]
-    fn blk(&self, b: u16) -> &Block {
-        // The mask elides the bounds check: indices are < CACHE_BLOCKS.
-        &self.blocks[b as usize & (CACHE_BLOCKS - 1)]
+    fn blk(&self, b: BlockRef) -> &Block {
+        let at = b as usize & REF_MASK;
+        // SAFETY: `at` is a multiple of `BLOCK_BYTES` below
+        // `CACHE_BLOCKS * BLOCK_BYTES`: the start of a record of `blocks`.
+        unsafe { &*self.blocks.as_ptr().byte_add(at) }
     }
 
     #[inline(always)]
-    fn blk_mut(&mut self, b: u16) -> &mut Block {
-        &mut self.blocks[b as usize & (CACHE_BLOCKS - 1)]
+    fn blk_mut(&mut self, b: BlockRef) -> &mut Block {
+        let at = b as usize & REF_MASK;
+        // SAFETY: as in `blk`.
+        unsafe { &mut *self.blocks.as_mut_ptr().byte_add(at) }
     }
 
-    /// The table position, block index and class of the owned block at
+    /// Whether block `b` is kept for reuse (else handed out or unused).
+    fn is_kept(&self, b: BlockRef) -> bool {
+        self.blk(b).lent == KEPT
+    }
+
+    /// The table position, block reference and class of the owned block at
     /// `offset`, if any. Ends: the table is at most half full, so the probe
     /// meets an empty entry.
     #[inline(always)]
-    fn find(&self, offset: u64) -> Option<(usize, u16, u16)> {
+    fn find(&self, offset: u64) -> Option<(usize, BlockRef, u16)> {
         let mut h = home(offset);
         loop {
             let e = self.table[h];
@@ -202,41 +248,45 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     /// none serves the request (or the request is invalid). Every owned
     /// block is the smallest size of its class (see [`alloc`](Self::alloc)),
     /// so the top block of [`class_search`]`(request)`, if any, holds the
-    /// request: one stack to look at, no size to compare. No calls, no
-    /// panics.
+    /// request: one stack to look at, no size to compare. A bad size needs
+    /// no check: [`request_class`] maps it to a class no block reaches,
+    /// whose stack is empty. No calls, no panics.
     #[inline(always)]
     pub(crate) fn alloc_kept(&mut self, size: u64, align: u64) -> Option<u64> {
-        let (rsize, align) = checked_request(size, align, MAX_CAPACITY)?;
-        self.take_kept(class_search(rsize), rsize, align)
+        let mask = align_mask(align)?;
+        let off = self.take_kept(request_class(size), mask)?;
+        debug_assert!(checked_request(size, align, MAX_CAPACITY)
+            .is_some_and(|(rsize, _)| request_class(size) >= class_search(rsize)));
+        Some(off)
     }
 
     /// The top block of class `c`'s stack, handed out, if there is one and
-    /// it is aligned to `align`; `None`, changing nothing, otherwise. Every
-    /// block of the class holds `rsize`. No calls, no panics.
+    /// its offset has no bit of `mask` set; `None`, changing nothing,
+    /// otherwise. No calls, no panics.
     #[inline(always)]
-    fn take_kept(&mut self, c: usize, rsize: u64, align: u64) -> Option<u64> {
+    fn take_kept(&mut self, c: usize, mask: u64) -> Option<u64> {
         let b = self.heads[c];
         if b == NONE {
             return None;
         }
         let offset = self.head_offsets[c];
-        if offset & (align - 1) != 0 {
+        if offset & mask != 0 {
             return None;
         }
         let Block { size, next, .. } = *self.blk(b);
-        debug_assert!(size >= rsize && self.blk(b).offset == offset);
+        debug_assert!(class_of(size) == c && self.blk(b).offset == offset);
         self.pop(c, next);
-        self.blk_mut(b).kept = false;
+        self.blk_mut(b).lent = size;
         self.room += size;
         Some(offset)
     }
 
     /// A kept block of one of the [`REACH`] classes above `class` (the
-    /// first that has one, suitably aligned) for a request of `rsize` bytes
+    /// first that has one aligned to `align`, a power of two) for a request
     /// of that class. The block stays in its own class: freed, it goes back
     /// to that class's stack.
-    fn alloc_kept_above(&mut self, class: usize, rsize: u64, align: u64) -> Option<u64> {
-        (class + 1..=(class + REACH).min(CLASSES - 1)).find_map(|c| self.take_kept(c, rsize, align))
+    fn alloc_kept_above(&mut self, class: usize, align: u64) -> Option<u64> {
+        (class + 1..=(class + REACH).min(CLASSES - 1)).find_map(|c| self.take_kept(c, align - 1))
     }
 
     /// Takes a free of an owned, handed-out block into its class stack if
@@ -247,15 +297,16 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         let Some((_, b, class)) = self.find(offset) else {
             return false;
         };
-        let Block { size, kept, .. } = *self.blk(b);
-        if kept || size > self.room {
+        // Kept already (`KEPT`), or over the budget.
+        let lent = self.blk(b).lent;
+        if lent > self.room {
             return false;
         }
-        self.room -= size;
+        self.room -= lent;
         let c = class as usize & (CLASSES - 1);
         let next = self.heads[c];
         let blk = self.blk_mut(b);
-        blk.kept = true;
+        blk.lent = KEPT;
         blk.next = next;
         self.heads[c] = b;
         self.head_offsets[c] = offset;
@@ -286,7 +337,7 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         let (rsize, ralign) = request(size, align, MAX_CAPACITY)?;
         let want = class_ceil(rsize);
         if self.room < LOW_ROOM.saturating_mul(want) {
-            if let Some(off) = self.alloc_kept_above(class_search(rsize), rsize, ralign) {
+            if let Some(off) = self.alloc_kept_above(class_search(rsize), ralign) {
                 return Ok(off);
             }
         }
@@ -346,7 +397,7 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         let Some((h, b, _)) = self.find(offset) else {
             return self.src.free(offset);
         };
-        if self.blk(b).kept {
+        if self.is_kept(b) {
             return Err(Error::DoubleFree);
         }
         // Over the byte budget: the block goes back to the arena.
@@ -363,8 +414,8 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     /// regardless.
     pub fn flush(&mut self) -> Result<()> {
         let mut first = Ok(());
-        for b in 0..CACHE_BLOCKS as u16 {
-            if self.is_used(b) && self.blk(b).kept {
+        for b in (0..CACHE_BLOCKS).map(block_ref) {
+            if self.is_used(b) && self.is_kept(b) {
                 first = first.and(self.give_back(b));
             }
         }
@@ -378,12 +429,15 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     /// last search stopped. `Ok` with nothing given back if no block is
     /// kept (the next allocation is then plain).
     fn give_back_one(&mut self) -> Result<()> {
-        let n = CACHE_BLOCKS as u16;
-        let start = self.cursor;
-        let Some(b) = (0..n).map(|k| (start + k) % n).find(|&b| self.blk(b).kept) else {
+        let start = self.cursor as usize;
+        let Some(i) = (0..CACHE_BLOCKS)
+            .map(|k| (start + k) % CACHE_BLOCKS)
+            .find(|&i| self.is_kept(block_ref(i)))
+        else {
             return Ok(());
         };
-        self.cursor = (b + 1) % n;
+        self.cursor = ((i + 1) % CACHE_BLOCKS) as u16;
+        let b = block_ref(i);
         // The class of a block is in its table entry; this rare path
         // computes it rather than probe for the entry.
         let c = class_of(self.blk(b).size);
@@ -394,7 +448,7 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
 
     /// Untracks kept block `b`, already off its class stack (or about to
     /// have the stacks cleared), and frees it in the source.
-    fn give_back(&mut self, b: u16) -> Result<()> {
+    fn give_back(&mut self, b: BlockRef) -> Result<()> {
         let offset = self.blk(b).offset;
         self.room += self.blk(b).size;
         let found = self.find(offset);
@@ -408,27 +462,29 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     /// Makes `next` (the top block's successor) the top of class `c`'s
     /// stack.
     #[inline(always)]
-    fn pop(&mut self, c: usize, next: u16) {
+    fn pop(&mut self, c: usize, next: BlockRef) {
         self.heads[c] = next;
         self.head_offsets[c] = self.blk(next).offset;
     }
 
-    fn is_used(&self, b: u16) -> bool {
-        self.used[b as usize / 64 % USED_WORDS] >> (b % 64) & 1 == 1
+    fn is_used(&self, b: BlockRef) -> bool {
+        let i = block_index(b);
+        self.used[i / 64] >> (i % 64) & 1 == 1
     }
 
     /// Adds a handed-out block to the first unused entry and the table.
     fn track(&mut self, offset: u64, size: u64) {
         let w = self.used.iter().position(|&u| u != u64::MAX).unwrap_or(0);
-        let b = (w * 64) as u16 + (!self.used[w]).trailing_zeros() as u16;
+        let i = w * 64 + (!self.used[w]).trailing_zeros() as usize;
+        let b = block_ref(i);
         debug_assert!(!self.is_used(b));
-        self.used[w] |= 1 << (b % 64);
+        self.used[w] |= 1 << (i % 64);
         self.owned += 1;
         *self.blk_mut(b) = Block {
             offset,
             size,
+            lent: size,
             next: NONE,
-            kept: false,
         };
         let mut h = home(offset);
         while self.table[h] != 0 {
@@ -441,7 +497,8 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     /// deletion: no tombstones) and frees its block entry.
     fn untrack(&mut self, mut hole: usize) {
         let (b, _) = entry_parts(self.table[hole]);
-        self.used[b as usize / 64 % USED_WORDS] &= !(1 << (b % 64));
+        let i = block_index(b);
+        self.used[i / 64] &= !(1 << (i % 64));
         self.owned -= 1;
         *self.blk_mut(b) = UNUSED;
         let mut j = hole;
@@ -468,7 +525,7 @@ impl<A: CacheSource + ?Sized> Drop for ThreadCache<'_, A> {
     /// allocation (their users free them through the source from now on).
     fn drop(&mut self) {
         let _ = self.flush();
-        for b in 0..CACHE_BLOCKS as u16 {
+        for b in (0..CACHE_BLOCKS).map(block_ref) {
             if self.is_used(b) {
                 let _ = self.src.set_owned(self.blk(b).offset, false);
             }
@@ -518,7 +575,7 @@ impl<A: CacheSource + ?Sized> ThreadCache<'_, A> {
     fn check(&self) {
         let mut owned = 0;
         let mut kept = (0usize, 0u64);
-        for b in 0..CACHE_BLOCKS as u16 {
+        for b in (0..CACHE_BLOCKS).map(block_ref) {
             if !self.is_used(b) {
                 continue;
             }
@@ -534,9 +591,11 @@ impl<A: CacheSource + ?Sized> ThreadCache<'_, A> {
                 class_ceil(blk.size),
                 "not a class's smallest size"
             );
-            if blk.kept {
+            if blk.lent == KEPT {
                 kept.0 += 1;
                 kept.1 += blk.size;
+            } else {
+                assert_eq!(blk.lent, blk.size, "a handed-out block lends its size");
             }
         }
         assert_eq!(owned, self.owned);
@@ -553,14 +612,17 @@ impl<A: CacheSource + ?Sized> ThreadCache<'_, A> {
             let mut b = head;
             while b != NONE {
                 let blk = *self.blk(b);
-                assert!(self.is_used(b) && blk.kept, "stack holds a block not kept");
+                assert!(
+                    self.is_used(b) && blk.lent == KEPT,
+                    "stack holds a block not kept"
+                );
                 assert_eq!(class_of(blk.size), c, "block on the wrong class stack");
                 on_stacks += 1;
                 b = blk.next;
             }
         }
         assert_eq!(on_stacks, kept.0);
-        assert!(self.room <= self.max_bytes);
+        assert!(self.room <= self.max_bytes && self.max_bytes <= MAX_CAPACITY);
         assert_eq!(self.kept_bytes(), kept.1);
     }
 }
@@ -619,6 +681,36 @@ mod tests {
         a.free(x).unwrap();
         assert_eq!(a.stats().live, 0);
         assert_eq!(a.set_owned(x, true), Err(Error::DoubleFree));
+    }
+
+    #[test]
+    fn kept_blocks_go_to_valid_requests_only() {
+        // The fast path checks no size: a bad one must find no block.
+        let a = arena(1 << 20, 256);
+        let mut c = ThreadCache::new(&a, u64::MAX);
+        let x = c.alloc(4096, 4096).unwrap();
+        c.free(x).unwrap();
+        for (size, align, err) in [
+            (0, 0, Error::ZeroSize),
+            (4096, 3, Error::BadAlignment),
+            (4096, 8192, Error::BadAlignment),
+            (4096, 1 << 63, Error::BadAlignment),
+            (4096, u64::MAX, Error::BadAlignment),
+            (MAX_CAPACITY + 1, 0, Error::TooLarge),
+            (u64::MAX, 0, Error::TooLarge),
+            (u64::MAX - 15, 0, Error::TooLarge),
+        ] {
+            assert_eq!(c.alloc(size, align), Err(err), "size {size} align {align}");
+            assert_eq!(c.kept_bytes(), 4096);
+        }
+        // Every valid alignment up to the block's takes it.
+        for align in [0, 1, 2, 16, 64, 4096] {
+            assert_eq!(c.alloc(4096, align), Ok(x), "align {align}");
+            c.free(x).unwrap();
+        }
+        assert_eq!(c.alloc(4081, 0), Ok(x));
+        c.free(x).unwrap();
+        c.check();
     }
 
     #[test]
