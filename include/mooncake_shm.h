@@ -450,6 +450,9 @@ void mcshm_cache_destroy(struct mcshm_cache *cache);
  * Allocates `size` bytes aligned to `align` (0 = default) through the
  * calling thread's cache and writes the offset from the mapping base to
  * `out_offset`. Errors as `mcshm_pool_alloc`, plus `MCSHM_ERR_WRONG_THREAD`.
+ * The block may be larger than asked: a new one is rounded up to its size
+ * class (at most 1/32 more) and to at least 512 bytes, the cache's
+ * smallest block, so that a freed one serves every request of its class.
  *
  * # Safety
  * `cache` is a live handle; `out_offset` is writable.

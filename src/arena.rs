@@ -118,7 +118,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 mod cache;
 mod sharded;
-pub use cache::{CacheSource, ThreadCache, CACHE_BLOCKS};
+pub use cache::{CacheSource, ThreadCache, CACHE_BLOCKS, CACHE_MIN_BLOCK};
 pub use sharded::{ShardedArena, MAX_SHARDS};
 
 /// Allocation granule in bytes: every size is rounded up to it and every
@@ -402,48 +402,6 @@ fn class_search(size: u64) -> usize {
     let c = (((s as u64) << SL_LOG2) + up) as usize;
     // SAFETY: as in `class_of`, `s <= 54` and `up <= 2 * SL_COUNT`:
     // `c <= 54 * 32 + 64 < CLASSES`.
-    unsafe { core::hint::assert_unchecked(c < CLASSES) };
-    c
-}
-
-/// [`class_search`] of a raw request: for `1 <= size <= 2^57`,
-/// `class_search(size rounded up to the granule)`; for a larger valid size,
-/// that class or the next. Any other `size` (zero, or above
-/// `MAX_CAPACITY`) maps above [`class_of`]`(MAX_CAPACITY)`, a class no
-/// block's size reaches, so a caller that only takes existing blocks of
-/// the class needs no size check of its own.
-///
-/// How: with `w` the request's granules less one, the class is `w + 1`
-/// below 64 granules (the exact classes and the first octave, where
-/// classes are one granule wide) and `s * 32 + (w >> s) + 1` from 32
-/// granules up, for `s = log2(w) - 5` (`class_search`'s `ceil(u / 2^s)` is
-/// `(w >> s) + 1`; where `log2(w + 1)` exceeds `log2(w)`, the carry gives
-/// the same class). A double's bits from bit 47 up are `exponent * 32 +
-/// the top 5 mantissa bits`, which is that second form plus a constant:
-/// one conversion instead of a bit scan and a variable shift. Below `2^53`
-/// the conversion is exact. Above, it rounds off bits far below the top
-/// six, in whichever rounding mode: down keeps the class, up may carry
-/// into the next one (whose blocks hold more). `size - 1` is where the
-/// rounding starts, so nothing overflows, and zero lands at the top.
-#[inline(always)]
-fn request_class(size: u64) -> usize {
-    /// The exponent bias, less the 4 that makes `(log2(w) - 4) * 32`.
-    const BIAS: u64 = 1023 + SL_LOG2 as u64 - 1;
-    let w = size.wrapping_sub(1) >> GRANULE_LOG2;
-    // `w < 2^60`: the signed conversion is the unsigned one.
-    let bits = (w as i64 as f64).to_bits();
-    // Meaningless (and wrapping) below 32 granules, where it is not used.
-    // Selected before the bias is taken off: the compiler then folds the
-    // bias into the address of whatever the class indexes.
-    let biased = if w < 2 * SL_COUNT as u64 {
-        w + (BIAS << SL_LOG2)
-    } else {
-        bits >> (52 - SL_LOG2)
-    };
-    let c = biased.wrapping_sub(BIAS << SL_LOG2) as usize + 1;
-    // SAFETY: either `c = w + 1 <= 64`, or `64 <= w <= 2^60` (after
-    // rounding), so the exponent is `1023 + 6 ..= 1023 + 60` and `c` is
-    // `65 ..= 56 * 32 + 31 + 1`: below `CLASSES` either way.
     unsafe { core::hint::assert_unchecked(c < CLASSES) };
     c
 }
@@ -1990,36 +1948,6 @@ mod tests {
             }
         }
         assert!(class_search(u64::MAX) < CLASSES);
-    }
-
-    #[test]
-    fn request_class_is_class_search_of_the_rounded_request() {
-        let top = class_of(MAX_CAPACITY);
-        let mut sizes = vec![0, 1, u64::MAX, MAX_CAPACITY + 1, 1 << 57];
-        for k in 0..64 {
-            for d in [0u64, 1, 2, 15, 16, 17] {
-                sizes.extend([(1u64 << k).wrapping_add(d), (1u64 << k).wrapping_sub(d)]);
-            }
-        }
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        for _ in 0..if cfg!(miri) { 500 } else { 100_000 } {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            sizes.push(x >> (x % 64));
-        }
-        for size in sizes {
-            let c = request_class(size);
-            assert!(c < CLASSES, "{size}");
-            if size == 0 || size > MAX_CAPACITY {
-                assert!(c > top, "bad size {size} maps to class {c}");
-            } else if size <= 1 << 57 {
-                assert_eq!(c, class_search(align_up(size, GRANULE)), "{size}");
-            } else {
-                let exact = class_search(align_up(size, GRANULE));
-                assert!(c == exact || c == exact + 1, "{size}");
-            }
-        }
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //! - a successful `alloc` is aligned (`align.max(GRANULE)`), inside the
 //!   capacity, overlaps no block the user holds, and `usable_size` is the
 //!   request rounded up to the granule (a plain block) or to its size
-//!   class (a cache's owned block, at most 1/32 more), or the smallest
+//!   class (a cache's owned block, at most 1/32 more, and at least
+//!   [`CACHE_MIN_BLOCK`]: see [`cache_block`]), or the smallest
 //!   size of one of the 4 classes above for a kept block the cache hands
 //!   out on a low budget (room for fewer than 8 blocks of the class); a
 //!   block from the
@@ -61,7 +62,14 @@ use libfuzzer_sys::fuzz_target;
 
 mod common;
 use common::{align_up, class_ceil, new_arena, request_error, Align, Capacity, Size};
-use mooncake_shm::arena::{Arena, ArenaSlot, ThreadCache, CACHE_BLOCKS, GRANULE};
+
+/// The size of a new owned block for a request of `rsize` bytes (a granule
+/// multiple): the smallest size of its class, rounded up from at least
+/// [`CACHE_MIN_BLOCK`].
+fn cache_block(rsize: u64) -> u64 {
+    class_ceil(rsize.max(CACHE_MIN_BLOCK))
+}
+use mooncake_shm::arena::{Arena, ArenaSlot, ThreadCache, CACHE_BLOCKS, CACHE_MIN_BLOCK, GRANULE};
 use mooncake_shm::Error;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -402,10 +410,11 @@ impl<'a> Harness<'a> {
             }
             Path::Cache(k) => {
                 let ((ob, kb), nkb) = before.unwrap();
-                if owned && usable != class_ceil(rsize) {
+                let want = cache_block(rsize);
+                if owned && usable != want {
                     // A kept block of one of the 4 classes above, taken on a
                     // low budget (room for fewer than 8 blocks of the class).
-                    let mut top = class_ceil(rsize);
+                    let mut top = want;
                     for _ in 0..4 {
                         top = class_ceil(top + GRANULE);
                     }
@@ -414,11 +423,11 @@ impl<'a> Harness<'a> {
                     let room = self.slot(k).max_bytes - kb;
                     assert!(
                         usable == class_ceil(usable)
-                            && usable > class_ceil(rsize)
+                            && usable > want
                             && usable <= top
                             && (oa, ka) == (ob, kb - usable)
                             && self.kept_blocks(k) + 1 == nkb
-                            && room < 8 * class_ceil(rsize),
+                            && room < 8 * want,
                         "owned block of {usable} for {rsize} (room {room}, cache {k}: \
                          ({ob}, {kb}) -> ({oa}, {ka}))"
                     );
@@ -435,7 +444,7 @@ impl<'a> Harness<'a> {
                 );
                 if !owned {
                     assert!(
-                        (oa == CACHE_BLOCKS && nka == 0) || class_ceil(rsize) > rsize,
+                        (oa == CACHE_BLOCKS && nka == 0) || want > rsize,
                         "plain block from cache {k} owning {oa}, keeping {nka}"
                     );
                 }
@@ -542,7 +551,7 @@ impl<'a> Harness<'a> {
                 // Its class's stack has it on top. A block of a class above
                 // (handed out on a low budget) went back to that class, and
                 // the request looks at its own class first.
-                if h.usable == class_ceil(align_up(h.size, GRANULE)) {
+                if h.usable == cache_block(align_up(h.size, GRANULE)) {
                     assert_eq!(got, Ok(o), "the same request after a kept free");
                 }
             }

@@ -28,13 +28,16 @@
 //! theirs until they flush or drop.
 
 use super::{
-    align_mask, checked_request, class_ceil, class_of, class_search, request, request_class, Arena,
-    ArenaStorage, ShardedArena, CLASSES, MAX_CAPACITY,
+    align_mask, checked_request, class_ceil, class_of, class_search, request, Arena, ArenaStorage,
+    ShardedArena, CLASSES, GRANULE, GRANULE_LOG2, MAX_CAPACITY, SL_COUNT, SL_LOG2,
 };
 use crate::{Error, Result};
 
 /// Most blocks a [`ThreadCache`] owns at once, kept or handed out.
 pub const CACHE_BLOCKS: usize = 512;
+/// The smallest block a [`ThreadCache`] hands out: smaller requests take
+/// one of these (see [`request_class`] for why).
+pub const CACHE_MIN_BLOCK: u64 = SL_COUNT as u64 * GRANULE;
 /// A block's *reference*: its index in `blocks` times [`BLOCK_BYTES`],
 /// which is its record's byte offset there, so the hot paths reach a
 /// record with one mask and no multiply.
@@ -66,8 +69,7 @@ const _: () =
 /// How many classes above its own a request may take a kept block from
 /// when its own stack is empty and the budget is low (see
 /// [`ThreadCache::alloc`]): at most 5/32 more than asked, with the
-/// rounding of a new block (4 granules below 32 granules, where classes
-/// are exact).
+/// rounding of a new block.
 const REACH: usize = 4;
 /// "Low budget" for that: room for fewer than this many more blocks of the
 /// request's size.
@@ -167,6 +169,47 @@ fn block_index(b: BlockRef) -> usize {
     (b as usize & REF_MASK) / BLOCK_BYTES
 }
 
+/// The class a request of `size` bytes takes its block from (a request
+/// rounds up to [`CACHE_MIN_BLOCK`] first): for `1 <= size <= 2^57`,
+/// [`class_search`]`(max(size, CACHE_MIN_BLOCK) rounded up to the
+/// granule)`; for a larger valid size, that class or the next. Any other
+/// `size` (zero, or above `MAX_CAPACITY`) maps above
+/// [`class_of`]`(MAX_CAPACITY)`, a class no block's size reaches, so the
+/// fast path, which only takes kept blocks, needs no size check.
+///
+/// How: with `w` the request's granules less one, that class is `s * 32 +
+/// (w >> s) + 1` for `s = max(log2(w), 5) - 5` (`class_search`'s
+/// `ceil(u / 2^s)` is `(w >> s) + 1`; where `log2(w + 1)` exceeds
+/// `log2(w)`, the carry gives the same class). A double's bits from bit 47
+/// up are `exponent * 32 + the top 5 mantissa bits`: from 32 granules up,
+/// that form plus a constant, so one conversion replaces a bit scan and a
+/// variable shift. Below 32 granules it is not (the classes there are one
+/// granule wide, not 1/32 of an octave); flooring `w` at 31.5 (the class
+/// of 32 granules) costs one instruction where exact small classes cost
+/// three, hence the smallest block. Below `2^53` the conversion is exact.
+/// Above, it rounds off bits far below the top six, in whichever rounding
+/// mode: down keeps the class, up may carry into the next one (whose
+/// blocks hold more). `size - 1` is where the rounding starts, so nothing
+/// overflows, and zero lands at the top.
+#[inline(always)]
+fn request_class(size: u64) -> usize {
+    /// The exponent bias, less the 4 that makes `(log2(w) - 4) * 32`, and
+    /// less the class's `+ 1`.
+    const BIAS: u64 = ((1023 + SL_LOG2 as u64 - 1) << SL_LOG2) - 1;
+    /// `w` of a request of [`CACHE_MIN_BLOCK`] bytes, plus a half: it has
+    /// that request's class.
+    const FLOOR: f64 = (CACHE_MIN_BLOCK >> GRANULE_LOG2) as f64 - 0.5;
+    let w = size.wrapping_sub(1) >> GRANULE_LOG2;
+    // `w < 2^60`: the signed conversion is the unsigned one.
+    let x = (w as i64 as f64).max(FLOOR);
+    let c = ((x.to_bits() >> (52 - SL_LOG2)) - BIAS) as usize;
+    // SAFETY: `31.5 <= x <= 2^60` (after rounding), so the exponent is
+    // `1023 + 4 ..= 1023 + 60` and `c` is `32 ..= 56 * 32 + 31 + 1`, below
+    // `CLASSES` (and the subtraction cannot wrap).
+    unsafe { core::hint::assert_unchecked(c < CLASSES) };
+    c
+}
+
 /// The home entry of `offset` in the offset table (Fibonacci hashing).
 #[inline(always)]
 fn home(offset: u64) -> usize {
@@ -255,8 +298,11 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     pub(crate) fn alloc_kept(&mut self, size: u64, align: u64) -> Option<u64> {
         let mask = align_mask(align)?;
         let off = self.take_kept(request_class(size), mask)?;
-        debug_assert!(checked_request(size, align, MAX_CAPACITY)
-            .is_some_and(|(rsize, _)| request_class(size) >= class_search(rsize)));
+        debug_assert!(
+            checked_request(size, align, MAX_CAPACITY).is_some_and(|(rsize, _)| {
+                request_class(size) >= class_search(rsize.max(CACHE_MIN_BLOCK))
+            })
+        );
         Some(off)
     }
 
@@ -321,23 +367,25 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     /// A new owned block has the smallest size of the size class above
     /// the request's (at most 1/32 more than asked, as a block from the
     /// arena's quick slots may be), so that once freed it serves every
-    /// request that rounds up to that class.
+    /// request that rounds up to that class; and at least
+    /// [`CACHE_MIN_BLOCK`] bytes.
     ///
     /// When the request's own class keeps no block and the budget has room
     /// for fewer than 8 more blocks of its size (`LOW_ROOM`), a kept block of
     /// one of the 4 classes above (`REACH`) serves it first: a new block
     /// would then most likely go back to the source when freed (over the
     /// budget), two locked calls instead of none. Such a block is larger
-    /// than asked (by at most 5/32, or 4 granules for small requests), and
-    /// [`Arena::usable_size`] says by how much.
+    /// than asked (by at most 5/32 of the request or of
+    /// [`CACHE_MIN_BLOCK`]), and [`Arena::usable_size`] says by how much.
     pub fn alloc(&mut self, size: u64, align: u64) -> Result<u64> {
         if let Some(off) = self.alloc_kept(size, align) {
             return Ok(off);
         }
         let (rsize, ralign) = request(size, align, MAX_CAPACITY)?;
-        let want = class_ceil(rsize);
+        let rmin = rsize.max(CACHE_MIN_BLOCK);
+        let want = class_ceil(rmin);
         if self.room < LOW_ROOM.saturating_mul(want) {
-            if let Some(off) = self.alloc_kept_above(class_search(rsize), ralign) {
+            if let Some(off) = self.alloc_kept_above(class_search(rmin), ralign) {
                 return Ok(off);
             }
         }
@@ -348,7 +396,7 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
             // Every entry is handed out: a plain block, freed by the source.
             return self.alloc_from_source(size, align, false);
         }
-        debug_assert_eq!(class_of(want), class_search(rsize));
+        debug_assert_eq!(class_of(want), class_search(rmin));
         let off = match self.alloc_from_source(want, align, true) {
             Ok(off) => off,
             // The rounding did not fit: the exact size, as a plain block.
@@ -681,6 +729,38 @@ mod tests {
         a.free(x).unwrap();
         assert_eq!(a.stats().live, 0);
         assert_eq!(a.set_owned(x, true), Err(Error::DoubleFree));
+    }
+
+    #[test]
+    fn request_class_is_class_search_of_the_rounded_request() {
+        let top = class_of(MAX_CAPACITY);
+        let mut sizes = std::vec![0, 1, u64::MAX, MAX_CAPACITY, MAX_CAPACITY + 1, 1 << 57];
+        for k in 0..64 {
+            for d in [0u64, 1, 2, 15, 16, 17] {
+                sizes.extend([(1u64 << k).wrapping_add(d), (1u64 << k).wrapping_sub(d)]);
+            }
+        }
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..if cfg!(miri) { 500 } else { 100_000 } {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            sizes.push(x >> (x % 64));
+        }
+        for size in sizes {
+            let c = request_class(size);
+            assert!(c < CLASSES, "{size}");
+            if size == 0 || size > MAX_CAPACITY {
+                assert!(c > top, "bad size {size} maps to class {c}");
+                continue;
+            }
+            let exact = class_search(crate::arena::align_up(size.max(CACHE_MIN_BLOCK), GRANULE));
+            if size <= 1 << 57 {
+                assert_eq!(c, exact, "{size}");
+            } else {
+                assert!(c == exact || c == exact + 1, "{size}");
+            }
+        }
     }
 
     #[test]
