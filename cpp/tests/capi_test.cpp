@@ -726,16 +726,17 @@ TEST(CApi, ThreadCacheBlockOfAnotherCacheIsCacheOwned) {
     mcshm_cache *ca = pc.cache, *cb = nullptr;
     ASSERT_EQ(mcshm_cache_create(pool, 0, &cb), MCSHM_OK);
     CacheGuard gb{cb};
+    // Two size classes (a cache's blocks are at least 512 bytes).
     uint64_t a = 0, kept = 0;
-    ASSERT_EQ(mcshm_cache_alloc(ca, 256, 0, &a), MCSHM_OK);
-    ASSERT_EQ(mcshm_cache_alloc(ca, 128, 0, &kept), MCSHM_OK);
+    ASSERT_EQ(mcshm_cache_alloc(ca, 2048, 0, &a), MCSHM_OK);
+    ASSERT_EQ(mcshm_cache_alloc(ca, 1000, 0, &kept), MCSHM_OK);
     ASSERT_EQ(mcshm_cache_free(ca, kept), MCSHM_OK);
     EXPECT_EQ(mcshm_cache_free(cb, a), MCSHM_ERR_CACHE_OWNED);
     EXPECT_EQ(mcshm_cache_free(cb, kept), MCSHM_ERR_CACHE_OWNED);
     EXPECT_EQ(live_blocks(pool), 2u);
     EXPECT_EQ(mcshm_cache_free(ca, a), MCSHM_OK);
     uint64_t again = 0;
-    ASSERT_EQ(mcshm_cache_alloc(ca, 128, 0, &again), MCSHM_OK);
+    ASSERT_EQ(mcshm_cache_alloc(ca, 1000, 0, &again), MCSHM_OK);
     EXPECT_EQ(again, kept);
     EXPECT_EQ(mcshm_cache_free(ca, kept), MCSHM_OK);
     // Once cache A is gone, its blocks are plain pool blocks again.

@@ -313,7 +313,9 @@ TEST(ThreadCacheWrapper, AllocFreeReuseAndRaiiDestroy) {
         EXPECT_EQ(pool.stats().live, 0u);
         const uint64_t k = cache.alloc(512);
         cache.free(k);  // kept at destruction
-        handed_out = cache.alloc(256);
+        // Another class (a smaller request would take `k`: a cache's
+        // blocks are at least 512 bytes).
+        handed_out = cache.alloc(1024);
         EXPECT_EQ(pool.stats().live, 2u);
     }
     // ~ThreadCache: the kept block went back, the handed-out one is plain.
