@@ -958,6 +958,7 @@ unsafe fn own_cache<'a>(cache: *const mcshm_cache) -> Option<&'a mut ThreadCache
     // SAFETY: per this function's contract; `thread` is never written after
     // creation, so any thread may read it.
     let c = unsafe { &*cache };
+    // In this order the compiler compares with `c.thread` in memory.
     if thread_id() != c.thread {
         return None;
     }

@@ -291,10 +291,10 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     /// Allocates from the kept blocks only: `None`, changing nothing, if
     /// none serves the request (or the request is invalid). Every owned
     /// block is the smallest size of its class (see [`alloc`](Self::alloc)),
-    /// so the top block of [`class_search`]`(request)`, if any, holds the
-    /// request: one stack to look at, no size to compare. A bad size needs
-    /// no check: [`request_class`] maps it to a class no block reaches,
-    /// whose stack is empty. No calls, no panics.
+    /// so the top block of the request's class ([`request_class`]), if any,
+    /// holds the request: one stack to look at, no size to compare. A bad
+    /// size needs no check: it maps to a class no block reaches, whose
+    /// stack is empty. No calls, no panics.
     #[inline(always)]
     pub(crate) fn alloc_kept(&mut self, size: u64, align: u64) -> Option<u64> {
         let mask = align_mask(align)?;
