@@ -1087,7 +1087,7 @@ unsafe fn on_own_cache(
     f: impl FnOnce(&mut ThreadCache<'static, Pool>) -> crate::Result<()>,
 ) -> i32 {
     if !ptr_ok(cache) {
-        return bad_pointer(&[(cache.addr(), align_of::<mcshm_cache>())]);
+        return bad_cache_pointer(cache.addr());
     }
     // SAFETY: non-null and aligned (checked above); live per the contract.
     let Some(c) = (unsafe { own_cache(cache) }) else {

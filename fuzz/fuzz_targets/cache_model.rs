@@ -62,6 +62,9 @@ use libfuzzer_sys::fuzz_target;
 
 mod common;
 use common::{align_up, class_ceil, new_arena, request_error, Align, Capacity, Size};
+use mooncake_shm::arena::{Arena, ArenaSlot, ThreadCache, CACHE_BLOCKS, CACHE_MIN_BLOCK, GRANULE};
+use mooncake_shm::Error;
+use std::collections::{BTreeMap, VecDeque};
 
 /// The size of a new owned block for a request of `rsize` bytes (a granule
 /// multiple): the smallest size of its class, rounded up from at least
@@ -69,9 +72,6 @@ use common::{align_up, class_ceil, new_arena, request_error, Align, Capacity, Si
 fn cache_block(rsize: u64) -> u64 {
     class_ceil(rsize.max(CACHE_MIN_BLOCK))
 }
-use mooncake_shm::arena::{Arena, ArenaSlot, ThreadCache, CACHE_BLOCKS, CACHE_MIN_BLOCK, GRANULE};
-use mooncake_shm::Error;
-use std::collections::{BTreeMap, VecDeque};
 
 type A = Arena<Vec<ArenaSlot>>;
 

@@ -65,8 +65,7 @@ const KEPT: u64 = u64::MAX;
 /// a second load (the block's record).
 const TABLE_LOG2: u32 = 10;
 const TABLE: usize = 1 << TABLE_LOG2;
-const _: () =
-    assert!(TABLE >= 2 * CACHE_BLOCKS && CACHE_BLOCKS % 64 == 0 && CACHE_BLOCKS < NONE as usize);
+const _: () = assert!(TABLE >= 2 * CACHE_BLOCKS && CACHE_BLOCKS % 64 == 0);
 /// How many classes above its own a request may take a kept block from
 /// when its own stack is empty and the budget is low (see
 /// [`ThreadCache::alloc`]): at most 5/32 more than asked, with the
@@ -164,10 +163,16 @@ fn block_ref(i: usize) -> BlockRef {
     ((i % CACHE_BLOCKS) * BLOCK_BYTES) as BlockRef
 }
 
-/// The index in `blocks` of the block `b` refers to.
+/// The word of `used` and the bit in it of the block at index `i`.
 #[inline(always)]
-fn block_index(b: BlockRef) -> usize {
-    (b as usize & REF_MASK) / BLOCK_BYTES
+fn used_bit(i: usize) -> (usize, u64) {
+    (i / 64 % USED_WORDS, 1 << (i % 64))
+}
+
+/// The word of `used` and the bit in it of the block `b` refers to.
+#[inline(always)]
+fn used_bit_of(b: BlockRef) -> (usize, u64) {
+    used_bit((b as usize & REF_MASK) / BLOCK_BYTES)
 }
 
 /// The class a request of `size` bytes takes its block from (a request
@@ -517,8 +522,8 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     }
 
     fn is_used(&self, b: BlockRef) -> bool {
-        let i = block_index(b);
-        self.used[i / 64] >> (i % 64) & 1 == 1
+        let (w, bit) = used_bit_of(b);
+        self.used[w] & bit != 0
     }
 
     /// Adds a handed-out block to the first unused entry and the table.
@@ -527,7 +532,8 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
         let i = w * 64 + (!self.used[w]).trailing_zeros() as usize;
         let b = block_ref(i);
         debug_assert!(!self.is_used(b));
-        self.used[w] |= 1 << (i % 64);
+        let (w, bit) = used_bit(i);
+        self.used[w] |= bit;
         self.owned += 1;
         *self.blk_mut(b) = Block {
             offset,
@@ -546,8 +552,8 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     /// deletion: no tombstones) and frees its block entry.
     fn untrack(&mut self, mut hole: usize) {
         let (b, _) = entry_parts(self.table[hole]);
-        let i = block_index(b);
-        self.used[i / 64] &= !(1 << (i % 64));
+        let (w, bit) = used_bit_of(b);
+        self.used[w] &= !bit;
         self.owned -= 1;
         *self.blk_mut(b) = UNUSED;
         let mut j = hole;
