@@ -40,6 +40,15 @@ step "rustdoc builds without warnings" env RUSTDOCFLAGS="-D warnings" cargo doc 
 step "rustdoc (private items) builds without warnings" \
   env RUSTDOCFLAGS="-D warnings" cargo doc --quiet --lib --no-deps --all-features --document-private-items
 step "C header is current (cbindgen)" cargo build --quiet --lib --features gen-header
+# The contract is what a C/C++ reader sees first: it must not fall behind the header.
+contract_lists_header() {
+  local missing
+  missing=$(grep -oE '#define MCSHM_[A-Z0-9_]+|struct mcshm_[a-z0-9_]+|mcshm_[a-z0-9_]+\(' include/mooncake_shm.h |
+    sed -E 's/^(#define|struct) //' | sort -u |
+    while read -r name; do grep -qF -- "$name" docs/capi-contract.md || echo "  $name"; done)
+  [ -z "$missing" ] || { echo "docs/capi-contract.md does not list:"; echo "$missing"; return 1; }
+}
+step "C ABI contract lists every function, type and constant of the header" contract_lists_header
 step "no_std core builds for x86_64-unknown-none" \
   cargo build --quiet --lib --no-default-features --target x86_64-unknown-none
 step "os layers build without std" cargo build --quiet --lib --no-default-features --features os
