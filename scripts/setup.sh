@@ -7,6 +7,8 @@ want_apt=()
 for pkg in cmake g++ make libgflags-dev libgtest-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || want_apt+=("$pkg")
 done
+# The benchmarks' ctest reads their JSON with python3 (any python3 on PATH will do).
+command -v python3 >/dev/null 2>&1 || want_apt+=(python3)
 if [ "${#want_apt[@]}" -gt 0 ]; then
   echo "setup: apt-get install ${want_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
