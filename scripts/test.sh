@@ -52,6 +52,9 @@ step "C ABI contract lists every function, type and constant of the header" cont
 step "no_std core builds for x86_64-unknown-none" \
   cargo build --quiet --lib --no-default-features --target x86_64-unknown-none
 step "os layers build without std" cargo build --quiet --lib --no-default-features --features os
+# A plain library build (what CMake does) compiles no C or C++: cc runs only for bench-baseline.
+step "library builds with no C or C++ compiler" \
+  env CC=/bin/false CXX=/bin/false CARGO_TARGET_DIR="$ROOT/target/nocc" cargo build --quiet --lib --features capi
 step "cargo test (all features)" cargo test --all-features
 # Miri interprets one test at a time, so the set runs as two processes, one per core: the core
 # arena's tests (the slowest module) beside everything else of `arena::` and `table::`.
@@ -70,6 +73,7 @@ step "loom: table publish/read protocol" \
   env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$ROOT/target/loom" cargo test --quiet --release --test loom_table
 step "fuzz targets, ${MCSHM_FUZZ_SECONDS:-15} s each" ./scripts/fuzz.sh "${MCSHM_FUZZ_SECONDS:-15}"
 step "criterion benches compile (with the C++ baseline)" cargo bench --no-run --quiet --features bench-baseline
+step "criterion benches compile (plain cargo bench, no baseline)" cargo bench --no-run --quiet
 
 # --- C / C++ (CMake, GoogleTest) ---
 cxx_suite() { # $1 = C++ standard, $2 = build dir, rest = extra cmake args
