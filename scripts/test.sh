@@ -95,7 +95,7 @@ mkdir -p "$BUILD"
 step "C++17 build + ctest" cxx_suite 17 "$BUILD/cxx17"
 step "C++20 build + ctest" cxx_suite 20 "$BUILD/cxx20"
 step "ASan+UBSan build + ctest" cxx_suite 17 "$BUILD/asan" -DENABLE_ASAN=ON -DCMAKE_BUILD_TYPE=Debug
-step "consumer project (add_subdirectory as benchmark/shm)" \
+step "consumer projects (add_subdirectory as benchmark/shm; cmake --install + find_package)" \
   env MOONCAKE_SHM_CARGO_TARGET_DIR="$BUILD/cargo" tests/consumer/run.sh
 
 bench_smoke() {

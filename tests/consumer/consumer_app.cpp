@@ -1,5 +1,7 @@
 // A Mooncake-shaped consumer of mooncake-shm, built by tests/consumer/run.sh
-// inside a throwaway parent project that does add_subdirectory(benchmark/shm).
+// twice: inside a throwaway parent project that does
+// add_subdirectory(benchmark/shm), and against the installed package
+// (find_package(mooncake_shm)).
 // Exits 0 on success, 1 (with a message) on the first failed check.
 #include "mooncake_shm.hpp"
 #include "mooncake_shm_adapter.h"

@@ -3,7 +3,10 @@
 # project `mooncake-transfer-engine/` that does add_subdirectory(benchmark/shm)
 # with this repository as benchmark/shm, links consumer_app against
 # mooncake_shm::mooncake_shm, checks the benchmark executables land in
-# <build>/benchmark/shm/, runs consumer_app, and removes everything.
+# <build>/benchmark/shm/, runs consumer_app; then installs mooncake-shm on its
+# own (cmake --install into a temp prefix), builds consumer_app again in a
+# project that only does find_package(mooncake_shm), runs it, and removes
+# everything.
 #
 # Usage: tests/consumer/run.sh [--copy] [--keep]
 #   --copy  copy the repository (git ls-files) instead of symlinking it
@@ -95,6 +98,34 @@ fi
 echo "== run consumer_app"
 if ! "$build/consumer_app"; then
   echo "run.sh: FAIL: consumer_app" >&2
+  status=1
+fi
+
+echo "== cmake --install, then find_package(mooncake_shm) in a project of its own"
+prefix="$tmp/prefix"
+cmake -S "$repo" -B "$tmp/install-build" -DBUILD_UNIT_TESTS=OFF -DMOONCAKE_SHM_BUILD_BENCHMARKS=OFF \
+    -DCMAKE_BUILD_TYPE="$build_type" -DCMAKE_INSTALL_PREFIX="$prefix" \
+    ${MOONCAKE_SHM_CARGO_TARGET_DIR:+-DMOONCAKE_SHM_CARGO_TARGET_DIR="$MOONCAKE_SHM_CARGO_TARGET_DIR"}
+cmake --build "$tmp/install-build" -j "$jobs"
+cmake --install "$tmp/install-build"
+installed="$tmp/installed-consumer"
+mkdir -p "$installed"
+cp "$here/consumer_app.cpp" "$installed/consumer_app.cpp"
+cat > "$installed/CMakeLists.txt" <<'CMAKE'
+cmake_minimum_required(VERSION 3.16)
+project(installed_consumer CXX)
+set(CMAKE_CXX_STANDARD 17)
+set(CMAKE_CXX_STANDARD_REQUIRED ON)
+find_package(mooncake_shm 0.1 REQUIRED)
+add_executable(consumer_app consumer_app.cpp)
+target_link_libraries(consumer_app PRIVATE mooncake_shm::mooncake_shm)
+target_compile_options(consumer_app PRIVATE -Wall -Wextra)
+CMAKE
+cmake -S "$installed" -B "$installed/build" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE="$build_type"
+cmake --build "$installed/build" -j "$jobs"
+echo "== run consumer_app (installed package)"
+if ! "$installed/build/consumer_app"; then
+  echo "run.sh: FAIL: consumer_app against the installed package" >&2
   status=1
 fi
 
