@@ -1444,7 +1444,7 @@ pub unsafe extern "C" fn mcshm_table_relocate(
         let table = unsafe { &(*t).table };
         // Cannot panic: the direct path only does checked indexing-free
         // loads, compares and wrapping arithmetic.
-        if let Some(local) = table.relocate_direct(peer, remote_addr, len) {
+        if let Ok(local) = table.relocate_direct(peer, remote_addr, len) {
             // SAFETY: non-null and aligned (checked above); writable per the contract.
             unsafe { out.write(core::ptr::with_exposed_provenance_mut(local)) };
             return MCSHM_OK;

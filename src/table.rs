@@ -348,6 +348,22 @@ struct Snap {
     value: u64,
 }
 
+impl Snap {
+    /// The local address of an access of `len` bytes at `addr`, which lies
+    /// in this remote range (`addr - start < len`, as `match_leaf` and
+    /// `match_ref` guarantee): `value` moved by the offset, or
+    /// [`Error::OutOfBounds`] if the access runs past the range's end.
+    #[inline(always)]
+    fn relocate(&self, addr: u64, len: u64) -> Result<usize> {
+        let off = addr.wrapping_sub(self.start);
+        debug_assert!(off < self.len);
+        if len > self.len - off {
+            return Err(Error::OutOfBounds);
+        }
+        Ok(self.value.wrapping_add(off) as usize)
+    }
+}
+
 /// Releases the writer lock on drop.
 struct WriterGuard<'a>(&'a AtomicU64);
 
@@ -739,10 +755,13 @@ impl<S: TableStorage> Table<S> {
     /// [`Error::OutOfBounds`] if one does but the access runs past its end.
     #[inline]
     pub fn relocate(&self, peer: u32, remote_addr: u64, len: u64) -> Result<usize> {
-        // The two halves the C ABI calls too; the second checks the peer.
+        // The three steps the C ABI takes too; the last checks the peer.
         match self.relocate_direct(peer, remote_addr, len) {
-            Some(local) => Ok(local),
-            None => self.relocate_by_record(peer, remote_addr, len),
+            Ok(local) => Ok(local),
+            Err(e) => match self.relocate_entry(peer, remote_addr, len, e) {
+                Some(local) => Ok(local),
+                None => self.relocate_by_record(peer, remote_addr, len),
+            },
         }
     }
 
@@ -763,15 +782,9 @@ impl<S: TableStorage> Table<S> {
         }
         let space = peer as usize + 1;
         let (_, e) = self.walk(space, remote_addr).ok_or(Error::NotFound)?;
-        let s = self
-            .match_leaf(space, remote_addr, e)
-            .ok_or(Error::NotFound)?;
-        // `match_leaf` guarantees `off < s.len`.
-        let off = remote_addr.wrapping_sub(s.start);
-        if len > s.len - off {
-            return Err(Error::OutOfBounds);
-        }
-        Ok(s.value.wrapping_add(off) as usize)
+        self.match_leaf(space, remote_addr, e)
+            .ok_or(Error::NotFound)?
+            .relocate(remote_addr, len)
     }
 
     /// [`Self::relocate`] for many accesses to one peer at once: `out[i]`
@@ -798,12 +811,19 @@ impl<S: TableStorage> Table<S> {
         if out.len() < spans.len() || peer >= self.cfg.max_peers {
             return Err((0, Error::InvalidArgument));
         }
+        let space = peer as usize + 1;
         let mut i = 0;
         while i < spans.len() {
             i += self.relocate_direct_run(peer, &spans[i..], &mut out[i..]);
-            let Some(s) = spans.get(i) else { break };
+            if i == spans.len() {
+                break;
+            }
             // The run stopped here: the direct path does not answer (or the
-            // tree changed, which the record path answers as well).
+            // tree changed). The records answer, up to the next direct answer.
+            i += self.entry_run(space, &spans[i..], &mut out[i..]);
+            let Some(s) = spans.get(i) else { break };
+            // An error (or a change racing with the batch): the record path
+            // tells which, or answers after all.
             out[i] = self
                 .relocate_by_record(peer, s.addr, s.len)
                 .map_err(|e| (i, e))?;
@@ -831,18 +851,30 @@ impl<S: TableStorage> Table<S> {
             0 => self.direct_run_in::<0>(slot, root, spans, out),
             1 => self.direct_run_in::<1>(slot, root, spans, out),
             3 => self.direct_run_in::<2>(slot, root, spans, out),
-            _ => self.direct_run_walk(space, spans, out),
+            _ => self.entry_run(space, spans, out),
         }
     }
 
-    /// [`Self::relocate_direct_run`] for trees of other depths (those of
-    /// Miri's smaller nodes): a full walk per access.
+    /// [`Self::relocate`]'s answers over `spans` in order, written to `out`,
+    /// each from one walk ([`Self::direct_in`], then [`Self::by_entry`] for
+    /// a leaf entry that needs its record): the number answered, up to the
+    /// first access that fails or the first one answered by a direct entry
+    /// (that one included), where [`Self::relocate_direct_run`]'s loop is
+    /// faster. The batch's path for windows that two ranges share, and
+    /// every access of trees of other depths (those of Miri's smaller
+    /// nodes).
     #[inline(never)]
-    fn direct_run_walk(&self, space: usize, spans: &[RemoteSpan], out: &mut [usize]) -> usize {
+    fn entry_run(&self, space: usize, spans: &[RemoteSpan], out: &mut [usize]) -> usize {
         for (i, (s, o)) in spans.iter().zip(out.iter_mut()).enumerate() {
             match self.direct_in(true, space, s.addr, s.len) {
-                Some(local) => *o = local,
-                None => return i,
+                Ok(local) => {
+                    *o = local;
+                    return i + 1;
+                }
+                Err(e) => match self.by_entry(space, s.addr, s.len, e) {
+                    Some(local) => *o = local,
+                    None => return i,
+                },
             }
         }
         spans.len()
@@ -920,22 +952,44 @@ impl<S: TableStorage> Table<S> {
         n
     }
 
-    /// The common case of [`Self::relocate`] alone: `Some(local)` when the
-    /// access is answered by a direct leaf entry, `None` for everything else
-    /// (an error or an answer that needs the record), which
-    /// [`Self::relocate_by_record`] then gives. Same checks, no record read,
-    /// no error values.
+    /// The common case of [`Self::relocate`] alone: `Ok(local)` when the
+    /// access is answered by a direct leaf entry; else `Err` with the leaf
+    /// entry the walk ended at (0 if it found none, or the peer or an
+    /// argument is bad), which [`Self::relocate_entry`] and then
+    /// [`Self::relocate_by_record`] answer. Same checks, no record read, no
+    /// error values.
     #[inline(always)]
-    pub(crate) fn relocate_direct(&self, peer: u32, remote_addr: u64, len: u64) -> Option<usize> {
+    pub(crate) fn relocate_direct(
+        &self,
+        peer: u32,
+        remote_addr: u64,
+        len: u64,
+    ) -> core::result::Result<usize, u64> {
         let ok = peer < self.cfg.max_peers;
         self.direct_in(ok, peer as usize + 1, remote_addr, len)
     }
 
+    /// [`Self::relocate`]'s answer from leaf entry `e` that
+    /// [`Self::relocate_direct`] returned (see [`Self::by_entry`]): `None`
+    /// for every error, which [`Self::relocate_by_record`] then tells.
+    #[inline(always)]
+    pub(crate) fn relocate_entry(
+        &self,
+        peer: u32,
+        remote_addr: u64,
+        len: u64,
+        e: u64,
+    ) -> Option<usize> {
+        // `e == 0` whenever `peer` is out of range: nothing is read.
+        self.by_entry(peer as usize + 1, remote_addr, len, e)
+    }
+
     /// The answer of a *direct* leaf entry for an access of `len` bytes at
     /// `addr` in address space `space`: the walk of [`Self::walk`], then the
-    /// entry's delta. `None` for everything else (an error, or an answer
-    /// that needs the record), and at once unless `space_ok` (which must
-    /// mean `space <= max_peers`).
+    /// entry's delta. For everything else (an error, or an answer that
+    /// needs the record) `Err` with the leaf entry the walk ended at, for
+    /// [`Self::by_entry`]: 0 when it left the tree, and at once unless
+    /// `space_ok` (which must mean `space <= max_peers`).
     ///
     /// A direct entry's window lies inside one range, so the entry alone is
     /// the translation if the access stays in the window (else the range's
@@ -954,9 +1008,15 @@ impl<S: TableStorage> Table<S> {
     /// x86 a shift by `cl` is two micro-ops on the ports that also take the
     /// branches (`shm_address_lookup_bench`: 4.6 ns a call before, 4.2 after).
     #[inline(always)]
-    fn direct_in(&self, space_ok: bool, space: usize, addr: u64, len: u64) -> Option<usize> {
+    fn direct_in(
+        &self,
+        space_ok: bool,
+        space: usize,
+        addr: u64,
+        len: u64,
+    ) -> core::result::Result<usize, u64> {
         if !space_ok || (addr | len) >= ADDR_LIMIT {
-            return None;
+            return Err(0);
         }
         let st: &[AtomicU64] = &self.storage;
         debug_assert!(HEADER_WORDS + space < self.lay.total);
@@ -971,7 +1031,7 @@ impl<S: TableStorage> Table<S> {
         let lim = || unsafe { core::ptr::read_volatile(&self.lay.node_lim) };
         let mut node = (root >> ROOT_NODE_SHIFT) as usize;
         if node >= lim() {
-            return None;
+            return Err(0);
         }
         // `addr * key_mul` is `walk`'s left-aligned key (`addr << ksh`).
         let key_mul = 1u64.wrapping_shl(root as u32);
@@ -995,7 +1055,7 @@ impl<S: TableStorage> Table<S> {
             if h < MAX_HOPS && root & (1 << (ROOT_HOPS_SHIFT + h)) != 0 {
                 node = e as usize;
                 if node >= lim() {
-                    return None;
+                    return Err(0);
                 }
                 win >>= LEVEL_BITS;
                 h += 1;
@@ -1003,10 +1063,26 @@ impl<S: TableStorage> Table<S> {
             }
             let last = addr.wrapping_add(len).wrapping_sub(1);
             if e & DIRECT == 0 || ((last ^ addr) | len).wrapping_mul(key_mul) >= win {
-                return None;
+                return Err(e);
             }
-            return Some(addr.wrapping_add(direct_delta(e)) as usize);
+            return Ok(addr.wrapping_add(direct_delta(e)) as usize);
         }
+    }
+
+    /// The answer of leaf entry `e` of address space `space` for an access
+    /// of `len` bytes at `addr`, from the record(s) it refers to: what
+    /// [`Self::relocate_by_record`] gives when it succeeds, without its walk
+    /// (the caller has just loaded `e`); `None` for every error. For the
+    /// entries a direct answer cannot come from: reference pairs (windows
+    /// that two ranges share, as adjacent ranges not aligned to the granule
+    /// make every window they meet) and accesses that leave a direct
+    /// entry's window.
+    ///
+    /// Out of line, so that the direct path around its call keeps its
+    /// registers and makes no stack frame.
+    #[inline(never)]
+    fn by_entry(&self, space: usize, addr: u64, len: u64, e: u64) -> Option<usize> {
+        self.match_leaf(space, addr, e)?.relocate(addr, len).ok()
     }
 
     // ------------------------------------------------------------------

@@ -10,7 +10,9 @@
 //   resolve  mcshm_table_resolve(segment_id, offset, len)  (Rust, O(1))
 //
 // Segments are REAL shm objects (baseline allocate, never touched) given
-// synthetic sparse remote bases, as if the peer had mapped them elsewhere.
+// synthetic sparse remote bases, as if the peer had mapped them elsewhere;
+// with --adjacent the remote bases are back to back instead, from a page past
+// a segment-size boundary, as a peer's consecutive mmap()s are.
 // Lookups are timed in batches; each sample is the mean of one batch.
 #include <gflags/gflags.h>
 
@@ -43,6 +45,10 @@ DEFINE_int32(min_passes, 3,
 DEFINE_int32(max_passes, 1000, "Maximum passes over the queries per strategy");
 DEFINE_int32(lookup_len, 4096, "Length of each looked-up range in bytes");
 DEFINE_int32(table_max_nodes, 0, "mcshm_table_config.max_nodes (0 = auto)");
+DEFINE_bool(adjacent, false,
+            "Remote bases back to back from a page past a segment-size boundary (as a "
+            "peer's consecutive mmaps), instead of random size-aligned slots: every index "
+            "window then holds two segments and relocate reads their records");
 DEFINE_bool(cold_miss, true,
             "Also time the baseline miss path (open + fstat + mmap + insert) once per segment");
 
@@ -178,6 +184,9 @@ RunStatus runCount(Report& rep, uint32_t count, bool cold_miss, Medians& med) {
       do s = d(rng);
       while (!used.insert(s).second);
       remote[i] = s * slot;
+    }
+    if (FLAGS_adjacent) {
+      for (uint32_t i = 0; i < count; ++i) remote[i] = slot + 4096 + uint64_t(i) * seg_bytes;
     }
   }
 
@@ -408,6 +417,7 @@ int main(int argc, char** argv) {
   rep.config("num_lookups", FLAGS_num_lookups);
   rep.config("segment_size_mb", FLAGS_segment_size_mb);
   rep.config("sweep", FLAGS_sweep ? "true" : "false");
+  rep.config("adjacent", FLAGS_adjacent ? "true" : "false");
   rep.config("seed", double(FLAGS_seed));
   rep.config("batch", FLAGS_batch);
   rep.config("lookup_len", FLAGS_lookup_len);
@@ -440,8 +450,12 @@ int main(int argc, char** argv) {
   rep.note("speedup column: linear scan median / row median");
   rep.note("reference row: an out-of-line call with the lookups' pointer checks and one store, "
            "and no lookup: what one call per address costs this loop before any lookup work");
-  rep.note("remote bases are synthetic: random non-overlapping, size-aligned slots in a "
-           "46-bit space (peer 0); lookup length " + std::to_string(FLAGS_lookup_len) + " B");
+  rep.note(std::string(FLAGS_adjacent
+                           ? "remote bases are synthetic: back to back from a page past a "
+                             "segment-size boundary (--adjacent; peer 0)"
+                           : "remote bases are synthetic: random non-overlapping, size-aligned "
+                             "slots in a 46-bit space (peer 0)") +
+           "; lookup length " + std::to_string(FLAGS_lookup_len) + " B");
 
   rep.printTable();
   if (std::size_t n = mcshm_bench::countLeftovers())

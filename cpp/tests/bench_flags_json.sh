@@ -117,6 +117,10 @@ run "allocation bench --cleanup=false" 'row:^allocate total$' \
   -- "$alloc" --num_iterations=20 --cleanup=false
 run "lookup bench" 'row:linear' 'row:std::map' 'row:^mcshm_table_relocate ' \
   'row:relocate_batch' 'row:resolve' -- "$lookup" --num_segments=10 --num_lookups=200
+# Back-to-back segments: every window is shared, answered from the records
+# (the bench checks every strategy's answers against the linear scan's).
+run "lookup bench --adjacent" 'row:^mcshm_table_relocate ' 'row:relocate_batch' \
+  -- "$lookup" --adjacent --num_segments=50 --num_lookups=500
 run "lookup bench --sweep" 'group:segments=1' 'group:segments=10' 'group:segments=100' \
   'group:segments=1000' 'group:segments=10000' \
   -- "$lookup" --sweep --num_lookups=200 --min_time_ms=1

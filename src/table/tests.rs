@@ -1030,6 +1030,81 @@ fn relocate_batch_every_depth() {
     }
 }
 
+/// Adjacent ranges that are not aligned to the granule share every window
+/// they meet (reference pairs, the layout of a peer's back-to-back
+/// mappings). The batch answers those from the records, as single calls
+/// do, in runs of them, between direct answers, and up to an error in the
+/// middle of a run.
+#[test]
+fn relocate_batch_shared_windows() {
+    let span = |addr, len| RemoteSpan { addr, len };
+    for shift in [16u32, 24, 30, 36] {
+        let c = cfg(1, 1, 8, 16 * MIRI_NODES);
+        let words = storage(&c);
+        let t = Table::new(c, &words[..]).unwrap();
+        let g = 1u64 << shift;
+        // Five back-to-back ranges of `g + 4 KiB` from a page past a window
+        // start: the granule is `g`, and with `g` well above 4 KiB no window
+        // they meet lies inside one of them (each holds a boundary, or the
+        // first one's start). Then a range of whole windows.
+        let (base, len) = (8 * g + PAGE_SIZE, g + PAGE_SIZE);
+        let mut ranges: Vec<(u64, u64)> = (0..5).map(|j| (base + j * len, len)).collect();
+        ranges.push((64 * g, 2 * g));
+        for &(b, l) in &ranges {
+            t.insert_remote(0, b, l, local_of(0, b)).unwrap();
+        }
+        let direct = 64 * g;
+        assert_eq!(t.peer_granule(0), Some(g));
+        // The answer from the ranges themselves; single calls agree.
+        let want = |addr: u64, l: u64| {
+            let w = match ranges.iter().find(|&&(b, n)| addr >= b && addr - b < n) {
+                None => Err(Error::NotFound),
+                Some(&(b, n)) if l > b + n - addr => Err(Error::OutOfBounds),
+                Some(_) => Ok(local_of(0, addr)),
+            };
+            assert_eq!(t.relocate(0, addr, l), w, "{addr:x} {l}");
+            w
+        };
+        let at = |addr: u64, l: u64| (span(addr, l), want(addr, l));
+        // Accesses in the shared windows, each on one side of a boundary.
+        let shared: Vec<_> = (0..21u64)
+            .map(|k| {
+                let addr = base + k * (len / 4 + 4099) % (5 * len - 64);
+                at(addr, 64.min(base + 5 * len - addr))
+            })
+            .collect();
+        for (s, w) in &shared {
+            assert!(w.is_ok(), "{s:x?}");
+            // They are what this test is about: no direct answer.
+            let d = t.relocate_direct(0, s.addr, s.len);
+            assert!(
+                d.is_err_and(|e| e != 0 && e & DIRECT == 0),
+                "{s:x?}: {d:x?}"
+            );
+        }
+        check_batch(&t, 0, &shared);
+        // Direct answers between them, and the errors the records tell: an
+        // access across a boundary, one past the last range, one in a gap.
+        let mut mixed = shared.clone();
+        for k in [0, 2, 3, 9, 10, 11, 20] {
+            mixed.insert(k, at(direct + k as u64 * 4096, 16));
+        }
+        check_batch(&t, 0, &mixed);
+        for bad in [
+            at(base + len - 8, 16),
+            at(base + 5 * len - 1, 2),
+            at(base + 5 * len, 1),
+        ] {
+            assert!(bad.1.is_err(), "{:x?}", bad.0);
+            for stop in [0, 1, 5, 8, 13, 27] {
+                let mut r = mixed.clone();
+                r.insert(stop, bad);
+                check_batch(&t, 0, &r);
+            }
+        }
+    }
+}
+
 #[test]
 fn model_random() {
     let (seeds, ops) = if cfg!(miri) { (1, 40) } else { (16, 3000) };
