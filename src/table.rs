@@ -758,7 +758,8 @@ impl<S: TableStorage> Table<S> {
         // The three steps the C ABI takes too; the last checks the peer.
         match self.relocate_direct(peer, remote_addr, len) {
             Ok(local) => Ok(local),
-            Err(e) => match self.relocate_entry(peer, remote_addr, len, e) {
+            // `e == 0` whenever `peer` is out of range: `by_entry` reads nothing.
+            Err(e) => match self.by_entry(peer as usize + 1, remote_addr, len, e) {
                 Some(local) => Ok(local),
                 None => self.relocate_by_record(peer, remote_addr, len),
             },
@@ -955,7 +956,7 @@ impl<S: TableStorage> Table<S> {
     /// The common case of [`Self::relocate`] alone: `Ok(local)` when the
     /// access is answered by a direct leaf entry; else `Err` with the leaf
     /// entry the walk ended at (0 if it found none, or the peer or an
-    /// argument is bad), which [`Self::relocate_entry`] and then
+    /// argument is bad), which [`Self::by_entry`] and then
     /// [`Self::relocate_by_record`] answer. Same checks, no record read, no
     /// error values.
     #[inline(always)]
@@ -967,21 +968,6 @@ impl<S: TableStorage> Table<S> {
     ) -> core::result::Result<usize, u64> {
         let ok = peer < self.cfg.max_peers;
         self.direct_in(ok, peer as usize + 1, remote_addr, len)
-    }
-
-    /// [`Self::relocate`]'s answer from leaf entry `e` that
-    /// [`Self::relocate_direct`] returned (see [`Self::by_entry`]): `None`
-    /// for every error, which [`Self::relocate_by_record`] then tells.
-    #[inline(always)]
-    pub(crate) fn relocate_entry(
-        &self,
-        peer: u32,
-        remote_addr: u64,
-        len: u64,
-        e: u64,
-    ) -> Option<usize> {
-        // `e == 0` whenever `peer` is out of range: nothing is read.
-        self.by_entry(peer as usize + 1, remote_addr, len, e)
     }
 
     /// The answer of a *direct* leaf entry for an access of `len` bytes at

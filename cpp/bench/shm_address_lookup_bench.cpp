@@ -185,6 +185,7 @@ RunStatus runCount(Report& rep, uint32_t count, bool cold_miss, Medians& med) {
       while (!used.insert(s).second);
       remote[i] = s * slot;
     }
+    // The random slots are drawn either way, so both layouts get the same queries.
     if (FLAGS_adjacent) {
       for (uint32_t i = 0; i < count; ++i) remote[i] = slot + 4096 + uint64_t(i) * seg_bytes;
     }

@@ -1048,12 +1048,12 @@ fn relocate_batch_shared_windows() {
         // they meet lies inside one of them (each holds a boundary, or the
         // first one's start). Then a range of whole windows.
         let (base, len) = (8 * g + PAGE_SIZE, g + PAGE_SIZE);
+        let direct = 64 * g;
         let mut ranges: Vec<(u64, u64)> = (0..5).map(|j| (base + j * len, len)).collect();
-        ranges.push((64 * g, 2 * g));
+        ranges.push((direct, 2 * g));
         for &(b, l) in &ranges {
             t.insert_remote(0, b, l, local_of(0, b)).unwrap();
         }
-        let direct = 64 * g;
         assert_eq!(t.peer_granule(0), Some(g));
         // The answer from the ranges themselves; single calls agree.
         let want = |addr: u64, l: u64| {
