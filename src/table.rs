@@ -45,7 +45,9 @@
 //!   0 = empty; references are below `2^31`, so bit 63 is clear). Since the
 //!   footprints of one space are page-aligned, disjoint and at least `G`
 //!   long, any window meets at most two of them, so two references always
-//!   suffice and a lookup does at most two range compares;
+//!   suffice and a lookup does at most two range compares. The low
+//!   reference, which readers try first, is the range that covers more of
+//!   the window;
 //! * a *direct* entry, for a window that lies wholly inside one remote range:
 //!   `1 << 63 | ref << 36 | (delta >> 12) mod 2^36`, where `delta` is the
 //!   range's `local_base - remote_base` (mod `2^64`; page aligned, and taken
@@ -1499,17 +1501,33 @@ impl<S: TableStorage> Table<S> {
             let fits = (-DIRECT_DELTA_LIMIT..DIRECT_DELTA_LIMIT).contains(&(delta as i64));
             let new = if direct && fits {
                 DIRECT | r << DIRECT_REF_SHIFT | (delta >> PAGE_SHIFT) & DIRECT_DELTA_MASK
-            } else if e as u32 == 0 {
-                debug_assert_eq!(e & DIRECT, 0, "direct entry shared with another range");
-                e | r
             } else {
-                debug_assert_eq!(e >> 32, 0, "leaf entry already holds two ranges");
-                e | (r << 32)
+                debug_assert_eq!(e & DIRECT, 0, "direct entry shared with another range");
+                let [a, b] = refs_of(e);
+                debug_assert!(a == 0 || b == 0, "leaf entry already holds two ranges");
+                let other = (a | b) as u64;
+                // Readers try the low reference first, inline, and the high
+                // one out of line: the range holding more of the window goes
+                // low (a peer's back-to-back mappings share each window
+                // between a short tail and a long head).
+                let mine = window_share(start, len, lo, g);
+                if other == 0 || self.share_of(other, lo, g) <= mine {
+                    r | other << 32
+                } else {
+                    other | r << 32
+                }
             };
             w.store(new, Release);
             Ok(())
         });
         debug_assert!(res.is_ok());
+    }
+
+    /// [`window_share`] of the live range of record reference `r`.
+    fn share_of(&self, r: u64, lo: u64, g: u32) -> u64 {
+        let o = r as usize - 1;
+        let start = self.rec(o, R_START).load(Relaxed);
+        window_share(start, self.rec(o, R_LEN).load(Relaxed), lo, g)
     }
 
     /// [`Error::AlreadyExists`] if `[start, start + len)` (footprint end
@@ -1644,6 +1662,14 @@ impl<S: TableStorage> Table<S> {
             Ok(())
         });
     }
+}
+
+/// How many bytes of the `2^g`-byte window at `lo` the range `[start,
+/// start + len)` covers.
+fn window_share(start: u64, len: u64, lo: u64, g: u32) -> u64 {
+    let end = start.saturating_add(len);
+    end.min(lo.saturating_add(1 << g))
+        .saturating_sub(start.max(lo))
 }
 
 /// The record references of leaf entry `e` (0: none).

@@ -1036,6 +1036,48 @@ fn relocate_batch_every_depth() {
 /// do, in runs of them, between direct answers, and up to an error in the
 /// middle of a run.
 #[test]
+fn shared_windows_list_the_larger_share_first() {
+    // Readers try a reference pair's low reference first: it must be the
+    // range that holds more of the window, in whatever order the two
+    // arrived, after a remove and re-insert, and after a rebuild.
+    let g = 1u64 << 20;
+    let lo = 16 * g;
+    // `tail` holds the first 4 KiB of the window at `lo`, `head` the rest.
+    let tail = (lo - g, g + PAGE_SIZE);
+    let head = (lo + PAGE_SIZE, g);
+    let low_start = |t: &Table<&[AtomicU64]>, window: u64| {
+        let e = t.relocate_direct(0, window + 2 * PAGE_SIZE, 1).unwrap_err();
+        assert_eq!(e & DIRECT, 0, "{e:x}");
+        assert!(e as u32 != 0 && e >> 32 != 0, "not a pair: {e:x}");
+        t.rec(e as u32 as usize - 1, R_START).load(Relaxed)
+    };
+    for order in [[tail, head], [head, tail]] {
+        let c = cfg(1, 1, 8, 16 * MIRI_NODES);
+        let words = storage(&c);
+        let t = Table::new(c, &words[..]).unwrap();
+        for (b, l) in order {
+            t.insert_remote(0, b, l, local_of(0, b)).unwrap();
+        }
+        assert_eq!(t.peer_granule(0), Some(g));
+        assert_eq!(low_start(&t, lo), head.0);
+        for (b, l) in order {
+            t.remove_remote(0, b).unwrap();
+            t.insert_remote(0, b, l, local_of(0, b)).unwrap();
+            assert_eq!(low_start(&t, lo), head.0);
+        }
+        // A range of a quarter window elsewhere: the rebuilt tree's window
+        // at `lo` is `g / 4` long, and `head` still holds more of it.
+        t.insert_remote(0, 64 * g, g / 4, local_of(0, 64 * g))
+            .unwrap();
+        assert_eq!(t.peer_granule(0), Some(g / 4));
+        assert_eq!(low_start(&t, lo), head.0);
+        for a in [lo, lo + PAGE_SIZE - 1, lo + PAGE_SIZE, lo + g / 4 - 1] {
+            assert_eq!(t.relocate(0, a, 1), Ok(local_of(0, a)), "{a:x}");
+        }
+    }
+}
+
+#[test]
 fn relocate_batch_shared_windows() {
     let span = |addr, len| RemoteSpan { addr, len };
     for shift in [16u32, 24, 30, 36] {
