@@ -1475,7 +1475,7 @@ impl<S: TableStorage> Table<S> {
     /// footprint; nodes must exist. A window the range covers whole gets a
     /// direct entry when it can be encoded (remote space, reference below
     /// `2^27`, `local - remote` delta in `[-2^47, 2^47)`), the others a
-    /// reference.
+    /// reference, low or high by the two ranges' shares of the window.
     fn fill(
         &self,
         (root, g): (usize, u32),
