@@ -1030,16 +1030,11 @@ fn relocate_batch_every_depth() {
     }
 }
 
-/// Adjacent ranges that are not aligned to the granule share every window
-/// they meet (reference pairs, the layout of a peer's back-to-back
-/// mappings). The batch answers those from the records, as single calls
-/// do, in runs of them, between direct answers, and up to an error in the
-/// middle of a run.
+/// Readers try a reference pair's low reference first: it must be the
+/// range that holds more of the window, in whatever order the two arrived,
+/// after a remove and re-insert, and after a rebuild.
 #[test]
 fn shared_windows_list_the_larger_share_first() {
-    // Readers try a reference pair's low reference first: it must be the
-    // range that holds more of the window, in whatever order the two
-    // arrived, after a remove and re-insert, and after a rebuild.
     let g = 1u64 << 20;
     let lo = 16 * g;
     // `tail` holds the first 4 KiB of the window at `lo`, `head` the rest.
@@ -1077,6 +1072,11 @@ fn shared_windows_list_the_larger_share_first() {
     }
 }
 
+/// Adjacent ranges that are not aligned to the granule share every window
+/// they meet (reference pairs, the layout of a peer's back-to-back
+/// mappings). The batch answers those from the records, as single calls
+/// do, in runs of them, between direct answers, and up to an error in the
+/// middle of a run.
 #[test]
 fn relocate_batch_shared_windows() {
     let span = |addr, len| RemoteSpan { addr, len };
