@@ -1047,8 +1047,8 @@ pub unsafe extern "C" fn mcshm_cache_free(cache: *mut mcshm_cache, offset: u64) 
     // SAFETY: non-null and aligned (checked above); live per the contract.
     if let Some(c) = unsafe { own_cache(cache) } {
         // Cannot panic (no calls, no checked arithmetic); see
-        // `ThreadCache::free_kept`.
-        if c.free_kept(offset) {
+        // `ThreadCache::free_kept_at_home`.
+        if c.free_kept_at_home(offset) {
             return MCSHM_OK;
         }
     }

@@ -671,6 +671,34 @@ TEST(CApi, ThreadCacheDoubleFree) {
     EXPECT_EQ(mcshm_cache_free(c, a), MCSHM_ERR_DOUBLE_FREE);
 }
 
+// Hundreds of blocks: most of their entries in the cache's offset table sit
+// away from their home position, which mcshm_cache_free's fast path does not
+// probe (its slow path does). Every one is still kept, found again, and
+// caught on a second free.
+TEST(CApi, ThreadCacheKeepsBlocksWhateverTheirTablePosition) {
+    PoolWithCache pc;
+    ASSERT_NO_FATAL_FAILURE(pc.create(0));
+    mcshm_pool* pool = pc.pool;
+    mcshm_cache* c = pc.cache;
+    const std::size_t n = 480;
+    std::vector<uint64_t> offs(n);
+    for (auto& o : offs) ASSERT_EQ(mcshm_cache_alloc(c, 512, 0, &o), MCSHM_OK);
+    for (uint64_t o : offs) ASSERT_EQ(mcshm_cache_free(c, o), MCSHM_OK);
+    EXPECT_EQ(live_blocks(pool), n) << "every block kept by the cache";
+    for (uint64_t o : offs) EXPECT_EQ(mcshm_cache_free(c, o), MCSHM_ERR_DOUBLE_FREE);
+    std::set<uint64_t> before(offs.begin(), offs.end()), after;
+    for (std::size_t k = 0; k < n; ++k) {
+        uint64_t o = 0;
+        ASSERT_EQ(mcshm_cache_alloc(c, 512, 0, &o), MCSHM_OK);
+        after.insert(o);
+    }
+    EXPECT_EQ(after, before) << "the kept blocks come back, and only they";
+    EXPECT_EQ(live_blocks(pool), n);
+    for (uint64_t o : after) ASSERT_EQ(mcshm_cache_free(c, o), MCSHM_OK);
+    EXPECT_EQ(mcshm_cache_flush(c), MCSHM_OK);
+    EXPECT_EQ(live_blocks(pool), 0u);
+}
+
 TEST(CApi, ThreadCachePoolFreeOfCacheBlockIsCacheOwned) {
     PoolWithCache pc;
     ASSERT_NO_FATAL_FAILURE(pc.create(0));

@@ -346,9 +346,36 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     /// calls, no panics.
     #[inline(always)]
     pub(crate) fn free_kept(&mut self, offset: u64) -> bool {
-        let Some((_, b, class)) = self.find(offset) else {
+        match self.find(offset) {
+            Some((_, b, class)) => self.keep(b, class, offset),
+            None => false,
+        }
+    }
+
+    /// [`free_kept`](Self::free_kept) for a block whose table entry sits at
+    /// its home position (most do: the table is at most half full); `false`
+    /// for any other, which [`free`](Self::free) then takes. The C ABI's
+    /// fast path: it has no probe loop, whose alignment padding (the C
+    /// ABI's build aligns loops to 64 bytes) would run on every call.
+    #[cfg(feature = "capi")]
+    #[inline(always)]
+    pub(crate) fn free_kept_at_home(&mut self, offset: u64) -> bool {
+        let h = home(offset);
+        let e = self.table[h];
+        if e == 0 {
             return false;
-        };
+        }
+        let (b, class) = entry_parts(e);
+        if self.blk(b).offset != offset {
+            return false;
+        }
+        self.keep(b, class, offset)
+    }
+
+    /// [`free_kept`](Self::free_kept) for the owned block `b` of class
+    /// `class` at `offset`, found in the table.
+    #[inline(always)]
+    fn keep(&mut self, b: BlockRef, class: u16, offset: u64) -> bool {
         // Kept already (`KEPT`), or over the budget.
         let lent = self.blk(b).lent;
         if lent > self.room {
