@@ -285,12 +285,19 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
             if e == 0 {
                 return None;
             }
-            let (b, class) = entry_parts(e);
-            if self.blk(b).offset == offset {
+            if let Some((b, class)) = self.entry_for(e, offset) {
                 return Some((h, b, class));
             }
             h = (h + 1) & (TABLE - 1);
         }
+    }
+
+    /// The block reference and class of table entry `e` if the entry is
+    /// `offset`'s; `None` for an empty entry or another block's.
+    #[inline(always)]
+    fn entry_for(&self, e: u32, offset: u64) -> Option<(BlockRef, u16)> {
+        let (b, class) = entry_parts(e);
+        (e != 0 && self.blk(b).offset == offset).then_some((b, class))
     }
 
     /// Allocates from the kept blocks only: `None`, changing nothing, if
@@ -360,16 +367,10 @@ impl<'a, A: CacheSource + ?Sized> ThreadCache<'a, A> {
     #[cfg(feature = "capi")]
     #[inline(always)]
     pub(crate) fn free_kept_at_home(&mut self, offset: u64) -> bool {
-        let h = home(offset);
-        let e = self.table[h];
-        if e == 0 {
-            return false;
+        match self.entry_for(self.table[home(offset)], offset) {
+            Some((b, class)) => self.keep(b, class, offset),
+            None => false,
         }
-        let (b, class) = entry_parts(e);
-        if self.blk(b).offset != offset {
-            return false;
-        }
-        self.keep(b, class, offset)
     }
 
     /// [`free_kept`](Self::free_kept) for the owned block `b` of class
